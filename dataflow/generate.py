@@ -4,13 +4,13 @@ Rules:
 - Determinism: the byte stream depends only on ``seed``; ``generate_blocks(size, seed)`` yields its
   longest prefix of whole lines that fits in ``size`` bytes. It never depends on ``block_size``,
   the process, or ``hash()``: lines are made in fixed internal batches of ``_BATCH`` lines from
-  ``random.Random`` seeded with a string, using only ``random()`` and ``getrandbits()``
-  (``randbytes``), whose sequences Python keeps stable.
+  ``random.Random`` seeded with a string, using only ``random()`` (stable by Python's promise)
+  and ``getrandbits()``-based calls (``randint``, ``randbytes``, stable in practice).
 - Block contract: every block is non-empty, holds whole lines (ends with ``b"\\n"``) and is at most
   ``block_size`` bytes, or a single line when one line alone is longer. The total is ``<= size``
   and ``> size - _MAX_LINE`` (no line is longer than ``_MAX_LINE`` = 600 bytes); size 0 yields
   nothing.
-- Line format: see ``LINE_FORMAT_DESCRIPTION``. ASCII only, about 200 bytes a line on average.
+- Line format: see ``LINE_FORMAT_DESCRIPTION``. ASCII only, about 220 bytes a line on average.
 
 Speed comes from pools: at start (cached per seed) we build 65536-entry tables of encoded line
 pieces -- client address, request with status and size, referer with user agent -- drawn with
@@ -20,6 +20,7 @@ realistic weights, so that making a batch is four ``randbytes`` calls, C-level `
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import random
 import sys
@@ -42,7 +43,7 @@ LINE_FORMAT_DESCRIPTION = (
     "statuses about 85% 2xx, 8% 3xx, 5% 4xx and 1.5% 5xx; response sizes by kind of resource "
     '("-" when no body); referers ("-", internal pages, search engines); about 30 browser, bot '
     "and tool user agents; UTC timestamps that start at a seed-derived moment in 2026 and never go "
-    "back, moving on by small random steps (about 20 requests a second). ASCII only, about 200 "
+    "back, moving on by small random steps (about 20 requests a second). ASCII only, about 220 "
     "bytes a line, no line over 600 bytes; the stream is a pure function of the seed."
 )
 
@@ -64,8 +65,9 @@ def _pick(rng: random.Random, items: Sequence[T], weights: Sequence[float], k: i
     return [items[bisect(cum, rand() * total, 0, hi)] for _ in range(k)]
 
 
-def _one(rng: random.Random, weighted: Sequence[tuple[T, float]]) -> T:
-    return _pick(rng, [w[0] for w in weighted], [w[1] for w in weighted], 1)[0]
+def _draw(rng: random.Random, weighted: Sequence[tuple[T, float]], k: int) -> list[T]:
+    """`k` draws from (item, weight) pairs."""
+    return _pick(rng, [w[0] for w in weighted], [w[1] for w in weighted], k)
 
 
 def _fill(entries: list[bytes]) -> list[bytes]:
@@ -94,7 +96,7 @@ _REFERERS = (
     ("https://news.ycombinator.com/", 1.5), ("https://t.co/", 1.5),
     ("https://www.reddit.com/", 1.5), ("https://example.org/links.html", 1.0),
 )
-_AGENTS = (  # (user agent, weight); a None-like referer is forced for bots and tools
+_AGENTS = (  # (user agent, weight); bots and tools (see _NO_REFERER) send no referer
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
      "Chrome/131.0.0.0 Safari/537.36", 26.0),
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -148,7 +150,7 @@ def _pools(seed: int) -> tuple[list[bytes], list[bytes], list[bytes], int]:
 
     # Client addresses: 8 heavy hitters take about a quarter of the traffic, the rest a long tail.
     addrs = [ip() for _ in range(2000)]
-    weights = [30.0] * 8 + [1.0 / (i + 10) * 60 for i in range(len(addrs) - 8)]
+    weights = [12.0] * 8 + [1.0 / (i + 10) * 60 for i in range(len(addrs) - 8)]
     ip_pool = _fill([f"{a} - - [".encode() for a in _pick(rng, addrs, weights, _DISTINCT)])
 
     # About 300 concrete paths by kind; popularity falls off with rank within each kind.
@@ -176,18 +178,17 @@ def _pools(seed: int) -> tuple[list[bytes], list[bytes], list[bytes], int]:
         "health": ["/healthz", "/api/v1/health", "/metrics"],
     }
     ranked = {k: [1.0 / (i + 2) for i in range(len(v))] for k, v in paths.items()}
-    kind_names = [k for k, _ in _KINDS]
-    kind_weights = [w for _, w in _KINDS]
 
     def query(kind: str, path: str) -> str:
         r = rand()
         if kind == "api" and path.endswith(("items", "orders", "products", "events")):
-            return f"?page={randint(1, 40)}&per_page={_one(rng, ((20, 3), (50, 2), (100, 1)))}"
+            return f"?page={randint(1, 40)}&per_page={(20, 20, 50, 100)[randint(0, 3)]}"
         if (kind == "api" and path.endswith("search")) or path == "/search":
-            return f"?q={_WORDS[randint(0, 29)]}+{_WORDS[randint(0, 29)]}&limit={randint(1, 5) * 10}"
+            words = f"{_WORDS[randint(0, 29)]}+{_WORDS[randint(0, 29)]}"
+            return f"?q={words}&limit={randint(1, 5) * 10}"
         if kind == "page" and r < 0.12:
-            src = _one(rng, (("newsletter", 3), ("twitter", 2), ("partner", 1)))
-            return f"?utm_source={src}&utm_medium={_one(rng, (('email', 2), ('social', 1)))}"
+            src = ("newsletter", "newsletter", "twitter", "partner")[randint(0, 3)]
+            return f"?utm_source={src}&utm_medium={'email' if src == 'newsletter' else 'social'}"
         if kind == "static" and r < 0.2:
             return f"?v={hexid(6)}"
         if kind == "api" and r < 0.25:
@@ -203,30 +204,35 @@ def _pools(seed: int) -> tuple[list[bytes], list[bytes], list[bytes], int]:
                      "probe": (6.0, 0.5), "health": (3.0, 0.3)}[kind]
         return str(min(int(rng.lognormvariate(mu, sigma)) + 1, 50_000_000))
 
-    statuses = [s for s, _ in _STATUSES]
-    status_weights = [w for _, w in _STATUSES]
+    kinds = _draw(rng, _KINDS, _DISTINCT)
+    path_draws = {k: iter(_pick(rng, v, ranked[k], kinds.count(k))) for k, v in paths.items()}
+    statuses = _draw(rng, _STATUSES, _DISTINCT)
+    protocols = _draw(rng, _PROTOCOLS, _DISTINCT)
+    api_methods = iter(_draw(rng, _METHODS_API, kinds.count("api")))
+    read_methods = iter(_draw(rng, _METHODS_READ, _DISTINCT))
     requests = []
-    for _ in range(_DISTINCT):
-        kind = _pick(rng, kind_names, kind_weights, 1)[0]
-        path = _pick(rng, paths[kind], ranked[kind], 1)[0]
-        method = _one(rng, _METHODS_API if kind == "api" else _METHODS_READ)
-        status = _pick(rng, statuses, status_weights, 1)[0]
+    for kind, status, proto in zip(kinds, statuses, protocols):
+        path = next(path_draws[kind])
+        method = next(api_methods if kind == "api" else read_methods)
         if kind == "probe":
-            status = _one(rng, ((404, 90), (403, 6), (301, 4)))
+            status = 404 if rand() < 0.9 else 403
+        elif method != "GET" and status in (206, 304):
+            status = 200
+        elif (status == 201 and method != "POST") or (status == 204 and kind != "api"):
+            status = 200
         elif method == "POST" and status == 200 and rand() < 0.3:
             status = 201
-        proto = _one(rng, _PROTOCOLS)
         requests.append(f'{method} {path}{query(kind, path)} {proto}" {status} '
                         f'{size(kind, status, method)} "'.encode())
 
     internal = paths["page"] + paths["api"][:8]
+    human = {a: a != "-" and not any(tag in a for tag in _NO_REFERER) for a, _ in _AGENTS}
     tails = []
-    for agent in _pick(rng, [a for a, _ in _AGENTS], [w for _, w in _AGENTS], _DISTINCT):
-        referer = "-"
-        if not any(tag in agent for tag in _NO_REFERER) and agent != "-":
-            referer = _one(rng, _REFERERS)
-            if referer == "internal":
-                referer = "https://www.example.com" + internal[int(rand() * len(internal))]
+    for agent, referer in zip(_draw(rng, _AGENTS, _DISTINCT), _draw(rng, _REFERERS, _DISTINCT)):
+        if not human[agent]:
+            referer = "-"
+        elif referer == "internal":
+            referer = "https://www.example.com" + internal[int(rand() * len(internal))]
         tails.append(f'{referer}" "{agent}"\n'.encode())
 
     request_pool, tail_pool = _fill(requests), _fill(tails)
@@ -252,7 +258,7 @@ def _stamps(first: int, count: int) -> list[bytes]:
     return out
 
 
-def _indices(rng: random.Random, n: int) -> array:
+def _indices(rng: random.Random, n: int) -> array[int]:
     """`n` uniform 16-bit indices, the same on any byte order."""
     idx = array("H", rng.randbytes(2 * n))
     if sys.byteorder == "big":
@@ -284,6 +290,7 @@ def generate_blocks(size: int, seed: int = 0, block_size: int = 1 << 20) -> Iter
     Each block is at most `block_size` bytes (or one line, if a line is longer). The concatenation
     is the longest prefix of whole lines of the seed's stream that fits in `size`.
     """
+    size, seed, block_size = operator.index(size), operator.index(seed), operator.index(block_size)
     if size < 0:
         raise ValueError(f"size cannot be negative, got {size}")
     if block_size < 1:
@@ -322,7 +329,7 @@ def write_sample(path_or_fileobj: str | os.PathLike[str] | BinaryIO, size: int,
     A path is written through a temporary file in the same directory, renamed into place only
     when complete; the temporary file is removed on any error.
     """
-    if hasattr(path_or_fileobj, "write"):
+    if not isinstance(path_or_fileobj, (str, os.PathLike)):
         written = 0
         for block in generate_blocks(size, seed):
             path_or_fileobj.write(block)

@@ -13,10 +13,12 @@ import msgspec
 
 
 class Task(msgspec.Struct, tag="task", frozen=True, array_like=True):
-    """Transform the `length` bytes at the start of `slot`; they begin at source `offset`."""
+    """Transform the `length` bytes at the start of `slot` (they begin at source `offset`) and
+    write the result into `out_slot`, or report `slot` itself when the input is the output."""
 
     seq: int
     slot: int
+    out_slot: int
     length: int
     offset: int
     attempt: int = 1

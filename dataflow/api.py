@@ -1,0 +1,119 @@
+"""The Python API: `pipeline(source, *transforms, sink)` runs a job and returns its Stats;
+`stream(source, *transforms)` yields the output, in order, to the caller.
+
+A thin layer over the plan and the coordinator: it resolves `workers="auto"` and sizes, makes
+the slot plan under `memory_limit`, and drives a `Run`. A slow consumer of `stream()` stalls
+the whole pipeline (no slot is freed until its bytes are taken), so memory stays flat.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+from .coordinator import Run, Stats
+from .errors import DataflowError, UsageError
+from .plan import Plan, make_plan
+from .sizes import parse_size
+from .streams import Transform
+
+DEFAULT_CHUNK_SIZE = 4 << 20     # big enough that per-chunk costs vanish, small enough for caches
+DEFAULT_MEMORY_LIMIT = 512 << 20
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | str) -> int:
+    if workers == "auto":
+        return cpu_count()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a positive integer or 'auto', got {workers!r}")
+    return workers
+
+
+def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
+                  chunk_size: int | str = DEFAULT_CHUNK_SIZE, max_record_size: int | str = 0,
+                  prefetch: int = 2) -> Plan:
+    try:
+        chunk = parse_size(chunk_size)
+        limit = parse_size(memory_limit)
+        record = parse_size(max_record_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if chunk < 1:
+        raise UsageError("chunk_size must be at least 1 byte")
+    return make_plan(workers=resolve_workers(workers), chunk_size=chunk, memory_limit=limit,
+                     max_record_size=record, prefetch=prefetch)
+
+
+def _check_stages(stages: tuple[Any, ...]) -> list[Transform]:
+    for i, s in enumerate(stages):
+        if not isinstance(s, Transform):
+            raise UsageError(f"stage {i} ({s!r}) is not a dataflow.Transform")
+    return list(stages)
+
+
+def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_limit: int | str,
+         chunk_size: int | str, ordered: bool, max_record_size: int | str | None,
+         progress: Any, start_method: str, max_attempts: int = 4) -> Run:
+    record = max_record_size if max_record_size is not None else getattr(
+        source, "max_record_size", 0)
+    plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
+                         max_record_size=record)
+    return Run(source, _check_stages(stages), plan, ordered=ordered,
+               chunk_size=parse_size(chunk_size), progress=progress,
+               start_method=start_method, max_attempts=max_attempts)
+
+
+def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
+             memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
+             chunk_size: int | str = DEFAULT_CHUNK_SIZE, ordered: bool = True,
+             max_record_size: int | str | None = None, progress: Any = None,
+             start_method: str = "spawn", max_attempts: int = 4) -> Stats:
+    """Run source -> transforms -> sink (the last argument) and return the job's Stats."""
+    if not stages_and_sink:
+        raise UsageError("pipeline() needs a sink as its last argument")
+    *stages, sink = stages_and_sink
+    if isinstance(sink, Transform):
+        raise UsageError("the last argument of pipeline() must be a Writable sink, "
+                         f"not the transform {sink!r}")
+    run = _run(source, tuple(stages), workers=workers, memory_limit=memory_limit,
+               chunk_size=chunk_size, ordered=ordered, max_record_size=max_record_size,
+               progress=progress, start_method=start_method, max_attempts=max_attempts)
+    if hasattr(source, "resolve") and not getattr(source, "paths", None):
+        source.resolve()
+    if hasattr(sink, "check"):
+        sink.check(source.identities() if hasattr(source, "identities") else [])
+    sink.open()
+    try:
+        for piece in run:
+            sink.write(piece)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    return run.stats
+
+
+def stream(source: Any, *stages: Any, workers: int | str = "auto",
+           memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
+           chunk_size: int | str = DEFAULT_CHUNK_SIZE, ordered: bool = True,
+           max_record_size: int | str | None = None, start_method: str = "spawn",
+           max_attempts: int = 4) -> Iterator[bytes]:
+    """Yield the output as bytes, in order. Leaving the loop early tears the job down."""
+    run = _run(source, stages, workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
+               ordered=ordered, max_record_size=max_record_size, progress=None,
+               start_method=start_method, max_attempts=max_attempts)
+    it = iter(run)
+    try:
+        for piece in it:
+            yield bytes(piece)
+    finally:
+        it.close()
+
+
+__all__ = ["pipeline", "stream", "DataflowError"]

@@ -1,0 +1,364 @@
+"""The coordinator: owns the arena, the workers and the reading; feeds the scheduler; yields
+output in order. The only place where processes, pipes and shared memory meet.
+
+```
+ Readable ──chunks──► [coordinator] ──slot ids──► Transform workers (N processes)
+ (file, stdin,        reads straight into        transform the slot and write the
+  generate)           a free shared-memory slot   result into an output slot
+                      only when it holds a credit          │
+                                 ▲                          │ Done(seq, slot, len)
+                                 │ credit returned          ▼
+ Writable ◄── in sequence order ── [reorder: scheduler.py] ◄┘
+```
+
+Rules:
+- Workers are spawned (never forked) and kept for the whole job; a dead one is replaced.
+- The loop waits on every worker's pipe *and* its process sentinel: a dead worker is an event.
+- Everything the coordinator does is an action the scheduler asked for; decisions live there.
+- `Run` is a generator of output views: whoever iterates it (a sink, `stream()`) applies
+  backpressure just by not asking for more. Views are valid until the next iteration.
+- Teardown always runs (normal end, error, interrupt, the consumer leaving): workers told to
+  stop, then terminated, then killed; the arena unlinked. The first real error is the one
+  raised; errors during teardown never hide it.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Any, Iterator
+
+import msgspec
+import psutil
+
+from . import messages as M
+from . import scheduler as S
+from .errors import DataflowError, RemoteTraceback, StageError, WorkerCrashedError
+from .framing import Framer
+from .plan import Plan
+from .shm import Arena
+from .sources import ChunkReader
+from .streams import Transform
+from . import worker as worker_module
+
+MEMORY_SAMPLE_SECONDS = 0.25  # how often the process tree's PSS is measured (~0.3 ms each)
+STOP_GRACE_SECONDS = 2.0      # a worker told to stop gets this long before SIGTERM, then SIGKILL
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "unknown exit"
+    if exitcode < 0:
+        try:
+            return f"{signal.Signals(-exitcode).name}({exitcode})"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+@contextlib.contextmanager
+def _main_module_hidden_unless_needed(specs: bytes) -> Iterator[None]:
+    """spawn re-runs the parent's `__main__` file in each worker; when that "file" does not
+    exist (code read from stdin, a REPL) and no transform lives in `__main__`, skip it."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.exists(path) or b"__main__:" in specs:
+        yield
+        return
+    del main.__file__  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        main.__file__ = path  # type: ignore[union-attr]
+
+
+class Stats(msgspec.Struct):
+    bytes_in: int = 0
+    bytes_out: int = 0
+    chunks: int = 0
+    retries: int = 0
+    workers: int = 0
+    slots: int = 0
+    slot_size: int = 0
+    wall_seconds: float = 0.0
+    stage_seconds: dict[str, float] = {}
+    peak_memory: int = 0          # summed PSS of coordinator + workers, bytes
+    memory_limit: int = 0
+    results: dict[str, Any] = {}  # each folding stage's result
+
+
+class _Proc:
+    __slots__ = ("process", "conn", "pid")
+
+    def __init__(self, process: Any, conn: Connection):
+        self.process = process
+        self.conn = conn
+        self.pid = process.pid
+
+
+class Run:
+    """One execution of a job. Iterate it to get the output; `stats` is filled as it goes."""
+
+    def __init__(self, source: Any, stages: list[Any], plan: Plan, *, ordered: bool = True,
+                 chunk_size: int = 0, progress: Any = None, start_method: str = "spawn",
+                 max_attempts: int = 4):
+        self.source = source
+        self.stages = stages
+        self.plan = plan
+        self.ordered = ordered
+        self.chunk_size = min(chunk_size or plan.slot_size, plan.slot_size)
+        self.progress = progress
+        self.ctx = mp.get_context(start_method)
+        self.max_attempts = max_attempts
+        self.stats = Stats(workers=plan.workers, slots=plan.slots, slot_size=plan.slot_size,
+                           memory_limit=plan.memory_limit,
+                           stage_seconds={f"{i}:{s.name}": 0.0 for i, s in enumerate(stages)})
+        self.specs = msgspec.msgpack.encode([s.spec() for s in stages])
+        self.folds = [s.initial() for s in stages]
+        self.procs: dict[int, _Proc] = {}
+        self.arena: Arena | None = None
+        self._psutil: dict[int, psutil.Process] = {}
+        self._last_sample = 0.0
+
+    # ------------------------------------------------------------------ processes
+    def _start_worker(self, index: int) -> None:
+        assert self.arena is not None
+        parent, child = self.ctx.Pipe(duplex=True)
+        p = self.ctx.Process(
+            target=worker_module.main, name=f"dataflow-worker-{index}",
+            args=(child, self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
+                  os.getpid()))
+        # the child inherits an ignored SIGINT from the very start (before our code runs)
+        try:
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: the worker ignores it itself, a bit later
+            old = None
+        try:
+            with _main_module_hidden_unless_needed(self.specs):
+                p.start()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        child.close()
+        self.procs[index] = _Proc(p, parent)
+
+    def _stop_workers(self) -> None:
+        for proc in self.procs.values():
+            try:
+                proc.conn.send_bytes(M.to_worker_encoder.encode(M.Stop()))
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in self.procs.values():
+            proc.process.join(max(0.0, deadline - time.monotonic()))
+        for sig_method, grace in (("terminate", 1.0), ("kill", 1.0)):
+            alive = [p for p in self.procs.values() if p.process.is_alive()]
+            if not alive:
+                break
+            for proc in alive:
+                getattr(proc.process, sig_method)()
+            for proc in alive:
+                proc.process.join(grace)
+        for proc in self.procs.values():
+            proc.conn.close()
+            try:
+                proc.process.close()
+            except ValueError:
+                pass
+        self.procs.clear()
+
+    # ------------------------------------------------------------------ memory
+    def _sample_memory(self, now: float) -> None:
+        if now - self._last_sample < MEMORY_SAMPLE_SECONDS:
+            return
+        self._last_sample = now
+        total = 0
+        pids = [os.getpid()] + [p.pid for p in self.procs.values()]
+        for pid in pids:
+            proc = self._psutil.get(pid)
+            try:
+                if proc is None:
+                    proc = self._psutil[pid] = psutil.Process(pid)
+                total += proc.memory_full_info().pss
+            except (psutil.Error, AttributeError, OSError):
+                self._psutil.pop(pid, None)
+        if total > self.stats.peak_memory:
+            self.stats.peak_memory = total
+
+    # ------------------------------------------------------------------ the loop
+    def __iter__(self) -> Iterator[memoryview]:
+        started = time.monotonic()
+        plan = self.plan
+        sched = S.Scheduler(plan.slots, plan.workers, ordered=self.ordered,
+                            prefetch=plan.prefetch, max_attempts=self.max_attempts,
+                            flush=any(getattr(s, "flushes", False) for s in self.stages))
+        framer = Framer(self.source.delimiter if self.source.split == "lines" else None)
+        reader = ChunkReader(self.source, framer=framer, chunk_size=self.chunk_size,
+                             max_record_size=plan.slot_size)
+        try:
+            self.arena = Arena.create(plan.slots, plan.slot_size)
+            self.source.open()
+            for i in range(plan.workers):
+                self._start_worker(i)
+            actions: deque[Any] = deque(sched.start())
+            by_conn: dict[Connection, int] = {}
+            finished = False
+            while True:
+                while actions:
+                    a = actions.popleft()
+                    if isinstance(a, S.Write):
+                        view = self.arena.view(a.slot, a.length)
+                        try:
+                            if a.length > a.skip:
+                                with view[a.skip:] as piece:
+                                    self.stats.bytes_out += len(piece)
+                                    yield piece
+                        finally:
+                            view.release()
+                        if a.last:
+                            self._fold(a.meta)
+                    elif isinstance(a, S.ReadInto):
+                        actions.extend(sched.handle(self._read(reader, a.slot)))
+                    elif isinstance(a, S.Dispatch):
+                        self._send(a.worker, M.Task(a.seq, a.in_slot, a.out_slot, a.length,
+                                                    a.offset, a.attempt))
+                    elif isinstance(a, S.DispatchFlush):
+                        self._send(a.worker, M.Flush(a.seq, a.out_slot))
+                    elif isinstance(a, S.SendAck):
+                        self._send(a.worker, M.Ack(a.seq))
+                    elif isinstance(a, S.StartWorker):
+                        old = self.procs.pop(a.worker, None)
+                        if old is not None:
+                            old.conn.close()
+                        self._start_worker(a.worker)
+                    elif isinstance(a, S.Abort):
+                        raise self._abort_error(a, sched)
+                    elif isinstance(a, S.Finish):
+                        finished = True
+                if finished:
+                    break
+                by_conn = {p.conn: i for i, p in self.procs.items()}
+                by_sentinel = {p.process.sentinel: i for i, p in self.procs.items()}
+                ready = wait(list(by_conn) + list(by_sentinel), timeout=MEMORY_SAMPLE_SECONDS)
+                now = time.monotonic()
+                dead: list[int] = []
+                for obj in ready:
+                    if obj in by_conn:
+                        w = by_conn[obj]
+                        if not self._drain(w, sched, actions):
+                            dead.append(w)
+                    else:
+                        dead.append(by_sentinel[obj])
+                for w in dict.fromkeys(dead):
+                    proc = self.procs.get(w)
+                    if proc is None:
+                        continue
+                    self._drain(w, sched, actions)       # results sent before it died count
+                    proc.process.join(1.0)
+                    actions.extend(sched.handle(S.WorkerExited(w, proc.process.exitcode)))
+                self._sample_memory(now)
+                if self.progress is not None:
+                    self.progress.update(self, sched)
+            self.stats.chunks = sched.chunks_written
+            self.stats.retries = sched.retries
+        finally:
+            self.stats.wall_seconds = time.monotonic() - started
+            try:
+                self._sample_memory(time.monotonic() + MEMORY_SAMPLE_SECONDS)
+                sched.stop_all()
+                self._stop_workers()
+            finally:
+                try:
+                    self.source.close()
+                finally:
+                    if self.arena is not None:
+                        self.arena.close()
+                        self.arena = None
+        self.stats.results = {f"{i}:{s.name}": s.result(acc)
+                              for i, (s, acc) in enumerate(zip(self.stages, self.folds))
+                              if type(s).fold is not Transform.fold}
+
+    def _read(self, reader: ChunkReader, slot: int) -> S.Event:
+        assert self.arena is not None
+        offset = reader.offset
+        with self.arena.view(slot) as view:
+            n = reader.fill(self.arena.map, self.arena.offset(slot), view)
+        if n == 0:
+            return S.SourceExhausted(slot)
+        self.stats.bytes_in += n
+        return S.ChunkRead(slot, offset, n)
+
+    def _send(self, w: int, msg: Any) -> None:
+        try:
+            self.procs[w].conn.send_bytes(M.to_worker_encoder.encode(msg))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the worker died; its sentinel reports it
+
+    def _drain(self, w: int, sched: S.Scheduler, actions: deque[Any]) -> bool:
+        """Handle every message waiting from worker `w`; False when its pipe is closed."""
+        proc = self.procs.get(w)
+        if proc is None:
+            return True
+        conn = proc.conn
+        try:
+            while conn.poll():
+                msg = M.from_worker_decoder.decode(conn.recv_bytes())
+                if isinstance(msg, M.Done):
+                    for i, sec in enumerate(msg.seconds):
+                        key = f"{i}:{self.stages[i].name}"
+                        self.stats.stage_seconds[key] += sec
+                    actions.extend(sched.handle(S.ChunkDone(w, msg.seq, msg.slot, msg.length,
+                                                            msg.summaries or None)))
+                elif isinstance(msg, M.Piece):
+                    actions.extend(sched.handle(S.PieceOut(w, msg.seq, msg.slot, msg.length)))
+                elif isinstance(msg, M.Ready):
+                    actions.extend(sched.handle(S.WorkerReady(w)))
+                elif isinstance(msg, M.Failed):
+                    raise self._stage_error(msg, sched)
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _fold(self, summaries: Any) -> None:
+        if not summaries:
+            return
+        for i, (stage, summary) in enumerate(zip(self.stages, summaries)):
+            if summary is not None:
+                self.folds[i] = stage.fold(self.folds[i], summary)
+
+    # ------------------------------------------------------------------ errors
+    def _stage_error(self, msg: M.Failed, sched: S.Scheduler) -> DataflowError:
+        if msg.seq < 0:
+            err = StageError(f"stages[{msg.stage_index}] ({msg.stage}) failed to start in a "
+                             f"worker: {msg.error_type}: {msg.message}", stage=msg.stage,
+                             stage_index=msg.stage_index, seq=-1, offset=0,
+                             error_type=msg.error_type, worker_traceback=msg.traceback)
+        else:
+            offset, length = sched.chunk_range(msg.seq)
+            where = self.source.where(offset) if hasattr(self.source, "where") else offset
+            err = StageError(f"stages[{msg.stage_index}] ({msg.stage}) failed on chunk "
+                             f"{msg.seq} ({where}, {length} bytes): {msg.error_type}: "
+                             f"{msg.message}", stage=msg.stage, stage_index=msg.stage_index,
+                             seq=msg.seq, offset=offset, error_type=msg.error_type,
+                             worker_traceback=msg.traceback)
+        err.__cause__ = RemoteTraceback(msg.traceback)
+        return err
+
+    def _abort_error(self, a: S.Abort, sched: S.Scheduler) -> DataflowError:
+        how = describe_exit(a.exitcode)
+        if a.reason == "setup":
+            return WorkerCrashedError(f"worker {a.worker} died while starting ({how}); "
+                                      f"check the stages' setup", exitcode=a.exitcode)
+        if a.length:
+            where = self.source.where(a.offset)
+            return WorkerCrashedError(
+                f"chunk {a.seq} ({where}, bytes {a.offset}-{a.offset + a.length}) killed its "
+                f"worker {a.attempts} times, the last by {how}; giving up", seq=a.seq,
+                exitcode=a.exitcode)
+        return WorkerCrashedError(f"worker {a.worker} died during its end-of-stream flush "
+                                  f"({how})", seq=a.seq, exitcode=a.exitcode)

@@ -1,0 +1,88 @@
+"""The slot plan: how many shared-memory slots of what size fit under `memory_limit`. Pure.
+
+The memory of a job's process tree is (PSS, so the shared arena counts once):
+
+    total = COORDINATOR + workers * WORKER            interpreters, measured on this stack
+          + slots * slot_size                         the shared arena
+          + workers * SCRATCH * slot_size             transient output a transform builds
+                                                      in its own heap before it is copied
+                                                      into its output slot
+
+Solved for `slots`:  slots = (limit - COORDINATOR - workers * (WORKER + SCRATCH * slot_size))
+                             // slot_size,  capped at `workers * (2 * prefetch + 2) + 2`
+(more slots than that buy no throughput: each worker holds 2 slots per queued task, plus read
+ahead and reorder room). If fewer than `min_slots` fit, the slot size is halved (never below
+the largest record, `max_record_size`) until they do; if they never do, the limit is too small
+and the error says how much is needed. `dataflow run --explain` prints this derivation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ResourceError
+from .sizes import format_size
+
+COORDINATOR = 40 << 20  # coordinator interpreter + psutil + msgspec + yaml (PSS, measured)
+WORKER = 20 << 20       # a spawned worker interpreter with the built-in stages (PSS, measured)
+SCRATCH = 2             # output object + a copy on its way into the slot
+MIN_SLOT = 64 << 10     # below this, per-chunk overhead dominates
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: int
+    slot_size: int
+    slots: int
+    memory_limit: int
+    prefetch: int
+
+    @property
+    def arena_size(self) -> int:
+        return self.slots * self.slot_size
+
+    def estimate(self) -> int:
+        return estimate(self.workers, self.slot_size, self.slots)
+
+    def explain(self) -> str:
+        fixed = COORDINATOR + self.workers * WORKER
+        scratch = self.workers * SCRATCH * self.slot_size
+        return "\n".join([
+            f"memory_limit           {format_size(self.memory_limit):>12}",
+            f"  interpreters         {format_size(fixed):>12}   coordinator {format_size(COORDINATOR)}"
+            f" + {self.workers} workers x {format_size(WORKER)}",
+            f"  worker scratch       {format_size(scratch):>12}   {self.workers} workers x "
+            f"{SCRATCH} x slot size",
+            f"  shared arena         {format_size(self.arena_size):>12}   {self.slots} slots x "
+            f"{format_size(self.slot_size)}",
+            f"  planned total        {format_size(self.estimate()):>12}",
+            f"workers {self.workers}, prefetch {self.prefetch} tasks per worker, "
+            f"chunks of up to {format_size(self.slot_size)}",
+        ])
+
+
+def estimate(workers: int, slot_size: int, slots: int) -> int:
+    return COORDINATOR + workers * (WORKER + SCRATCH * slot_size) + slots * slot_size
+
+
+def make_plan(*, workers: int, chunk_size: int, memory_limit: int, max_record_size: int = 0,
+              prefetch: int = 2) -> Plan:
+    """Choose slot size and count; raise ResourceError when the limit cannot hold the job."""
+    if workers < 1:
+        raise ResourceError("at least one worker is needed")
+    slot_size = max(chunk_size, max_record_size, 1)
+    floor = max(max_record_size, min(MIN_SLOT, slot_size))
+    useful = workers * (2 * prefetch + 2) + 2
+    min_slots = min(useful, 2 * workers + 2)
+    while True:
+        room = memory_limit - COORDINATOR - workers * (WORKER + SCRATCH * slot_size)
+        slots = min(useful, room // slot_size) if room > 0 else 0
+        if slots >= min_slots:
+            return Plan(workers, slot_size, slots, memory_limit, prefetch)
+        if slot_size // 2 < floor:
+            need = estimate(workers, max(floor, 1), min_slots)
+            raise ResourceError(
+                f"memory_limit {format_size(memory_limit)} is too small for {workers} workers: "
+                f"at least {format_size(need)} is needed ({min_slots} slots of "
+                f"{format_size(floor)} plus interpreters); raise memory_limit, lower workers "
+                f"or max_record_size")
+        slot_size //= 2

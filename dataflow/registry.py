@@ -1,0 +1,43 @@
+"""The registry: stage names used in YAML jobs -> the classes that implement them.
+
+The engine reaches every transform through this table (or a user's `module:Class`), never by
+importing a transform module directly. Each transform class may declare `Options`, a strict
+msgspec Struct that validates its YAML arguments.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+STAGES: dict[str, str] = {
+    "passthrough": "workers.passthrough:Passthrough",
+    "grep": "workers.grep:Grep",
+    "python": "workers.python:PythonFunction",
+}
+
+
+def resolve(ref: str, *, main_alias: bool = False) -> Any:
+    """Import `module:attr.path` and return the attribute. Raises ImportError/AttributeError."""
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"expected 'module:name', got {ref!r}")
+    if module == "__main__" and main_alias:
+        import sys
+
+        mod = sys.modules.get("__mp_main__") or sys.modules["__main__"]
+    else:
+        mod = importlib.import_module(module)
+    obj: Any = mod
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def stage_class(name: str) -> type:
+    return resolve(STAGES[name])
+
+
+def build(spec: dict[str, Any]) -> Any:
+    """Rebuild a transform from its spec (see Transform.spec) inside a worker."""
+    cls = resolve(spec["class"], main_alias=True)
+    return cls(*spec.get("args", []), **spec.get("kwargs", {}))

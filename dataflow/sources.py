@@ -1,0 +1,299 @@
+"""Readables: files (with an optional byte range), several files or a glob in order, stdin, and
+the synthetic access-log generator. Plus `ChunkReader`, which frames a Readable into chunks.
+
+Rules:
+- Files are read unbuffered (`readinto` on a raw FileIO): one system call straight into the
+  slot. Several files read as one stream, like `cat a b`.
+- Offsets are stream offsets; `where(offset)` turns one into `file:byte` for messages.
+- With `split: lines` a byte range covers the records that *start* inside it, so ranges that
+  tile a file tile its records too.
+"""
+from __future__ import annotations
+
+import glob as globmod
+import os
+import sys
+from typing import Iterator
+
+from .errors import RecordTooLongError, SourceError
+from .framing import Framer, RecordTooLong
+from .sizes import format_size
+
+
+class FileSource:
+    """One or more files read in order as one stream. `paths` may hold glob patterns."""
+
+    def __init__(self, paths: str | os.PathLike | list, *, split: str = "lines",
+                 delimiter: bytes | str = b"\n", start: int = 0, end: int | None = None,
+                 max_record_size: int = 0):
+        raw = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        self.patterns = [os.fspath(p) for p in raw]
+        self.split = split
+        self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
+        self.start = start
+        self.end = end
+        self.max_record_size = max_record_size
+        self.paths: list[str] = []
+        self._sizes: list[int] = []
+        self._index = 0
+        self._file = None
+        self._remaining: int | None = None
+
+    def resolve(self) -> list[str]:
+        """Expand globs and check every file exists; returns the paths in reading order."""
+        paths: list[str] = []
+        for pat in self.patterns:
+            if globmod.has_magic(pat):
+                found = sorted(globmod.glob(pat))
+                if not found:
+                    raise SourceError(f"no file matches {pat!r}", file=pat)
+                paths.extend(found)
+            else:
+                paths.append(pat)
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except OSError as e:
+                raise SourceError(f"cannot read {p}: {e.strerror}", file=p) from None
+            if not os.path.isfile(p):
+                raise SourceError(f"{p} is not a regular file", file=p)
+            self._sizes.append(st.st_size)
+        if (self.start or self.end is not None) and len(paths) != 1:
+            raise SourceError("a byte range needs exactly one file")
+        self.paths = paths
+        return paths
+
+    def size(self) -> int | None:
+        if not self.paths:
+            self.resolve()
+        if self.start or self.end is not None:
+            return max(0, (self.end if self.end is not None else self._sizes[0]) - self.start)
+        return sum(self._sizes)
+
+    def open(self) -> None:
+        if not self.paths:
+            self.resolve()
+        self._index = 0
+        if self.start or self.end is not None:
+            start, end = self.start, self.end if self.end is not None else self._sizes[0]
+            if self.split == "lines":
+                start, end = self._align(start), self._align(end)
+            self._remaining = max(0, end - start)
+            self._open_current(start)
+        else:
+            self._open_current(0)
+
+    def _align(self, pos: int) -> int:
+        """First record start at or after `pos`: 0, or just past a delimiter at pos-1 or later."""
+        if pos <= 0:
+            return 0
+        size = self._sizes[0]
+        if pos >= size:
+            return size
+        d = self.delimiter
+        with open(self.paths[0], "rb") as f:
+            at = pos - len(d)
+            f.seek(max(0, at))
+            buf = b""
+            base = max(0, at)
+            while True:
+                block = f.read(1 << 16)
+                buf += block
+                i = buf.find(d, pos - base - len(d) if pos - base >= len(d) else 0)
+                if i >= 0:
+                    return base + i + len(d)
+                if not block:
+                    return size
+                keep = len(d) - 1
+                base += len(buf) - keep
+                buf = buf[len(buf) - keep:] if keep else b""
+
+    def _open_current(self, seek: int = 0) -> None:
+        self._file = open(self.paths[self._index], "rb", buffering=0)
+        if seek:
+            self._file.seek(seek)
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._remaining is not None:
+            if self._remaining <= 0:
+                return 0
+            if len(buffer) > self._remaining:
+                buffer = buffer[:self._remaining]
+        while self._file is not None:
+            try:
+                n = self._file.readinto(buffer)
+            except OSError as e:
+                raise SourceError(f"cannot read {self.paths[self._index]}: {e.strerror}",
+                                  file=self.paths[self._index]) from None
+            if n:
+                if self._remaining is not None:
+                    self._remaining -= n
+                return n
+            self._file.close()
+            self._file = None
+            self._index += 1
+            if self._index < len(self.paths) and self._remaining is None:
+                self._open_current()
+        return 0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def where(self, offset: int) -> str:
+        if not self.paths:
+            return f"byte {offset}"
+        if self.start or self.end is not None:
+            return f"{self.paths[0]}: byte {offset + self.start}"
+        for path, size in zip(self.paths, self._sizes):
+            if offset < size:
+                return f"{path}: byte {offset}"
+            offset -= size
+        return f"{self.paths[-1]}: byte {offset + self._sizes[-1]}"
+
+    def identities(self) -> list[tuple[int, int]]:
+        out = []
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+                out.append((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+        return out
+
+
+class StdinSource:
+    """Standard input (fd 0), read unbuffered."""
+
+    def __init__(self, *, split: str = "lines", delimiter: bytes | str = b"\n",
+                 max_record_size: int = 0, fd: int = 0):
+        self.split = split
+        self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
+        self.max_record_size = max_record_size
+        self.fd = fd
+        self._file = None
+
+    def size(self) -> int | None:
+        try:
+            st = os.fstat(self.fd)
+        except OSError:
+            return None
+        import stat
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def open(self) -> None:
+        self._file = open(self.fd, "rb", buffering=0, closefd=False)
+
+    def readinto(self, buffer: memoryview) -> int:
+        assert self._file is not None
+        try:
+            return self._file.readinto(buffer) or 0
+        except OSError as e:
+            raise SourceError(f"cannot read standard input: {e.strerror}", file="<stdin>") from None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def where(self, offset: int) -> str:
+        return f"<stdin>: byte {offset}"
+
+    def identities(self) -> list[tuple[int, int]]:
+        try:
+            st = os.fstat(self.fd)
+            return [(st.st_dev, st.st_ino)]
+        except OSError:
+            return []
+
+
+class GenerateSource:
+    """Synthetic, realistic access-log lines: `size` bytes (whole lines), fixed by `seed`."""
+
+    def __init__(self, size: int, seed: int = 0, *, split: str = "lines",
+                 delimiter: bytes | str = b"\n", max_record_size: int = 0):
+        self.total = size
+        self.seed = seed
+        self.split = split
+        self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
+        self.max_record_size = max_record_size
+        self._blocks: Iterator[bytes] | None = None
+        self._block = memoryview(b"")
+
+    def size(self) -> int | None:
+        return self.total
+
+    def open(self) -> None:
+        from .generate import generate_blocks
+
+        self._blocks = generate_blocks(self.total, self.seed)
+        self._block = memoryview(b"")
+
+    def readinto(self, buffer: memoryview) -> int:
+        while not len(self._block):
+            nxt = next(self._blocks, None) if self._blocks is not None else None
+            if nxt is None:
+                return 0
+            self._block = memoryview(nxt)
+        n = min(len(buffer), len(self._block))
+        buffer[:n] = self._block[:n]
+        self._block = self._block[n:]
+        return n
+
+    def close(self) -> None:
+        self._blocks = None
+        self._block = memoryview(b"")
+
+    def where(self, offset: int) -> str:
+        return f"<generate>: byte {offset}"
+
+    def identities(self) -> list[tuple[int, int]]:
+        return []
+
+
+class ChunkReader:
+    """Cuts a Readable into chunks that end on record boundaries, reading into slots.
+
+    The partial record after a cut is carried (copied, it is short) to the next chunk.
+    """
+
+    def __init__(self, source, *, framer: Framer, chunk_size: int, max_record_size: int):
+        self.source = source
+        self.framer = framer
+        self.chunk_size = chunk_size
+        self.max_record_size = max_record_size
+        self.offset = 0            # stream offset of the next chunk
+        self.carry = b""
+        self.eof = False
+
+    def fill(self, findable, base: int, view: memoryview) -> int:
+        """Fill `view` (a whole slot at `findable[base:]`); return the chunk length, 0 at end."""
+        n = len(self.carry)
+        if n:
+            view[:n] = self.carry
+        capacity = min(len(view), max(self.max_record_size, self.chunk_size))
+        target = min(self.chunk_size, capacity)
+        while True:
+            while n < target and not self.eof:
+                got = self.source.readinto(view[n:target])
+                if got == 0:
+                    self.eof = True
+                else:
+                    n += got
+            if n == 0:
+                return 0
+            try:
+                cut = self.framer.cut(findable, base, n, capacity, self.eof)
+            except RecordTooLong:
+                raise RecordTooLongError(
+                    f"a record is longer than max_record_size ({format_size(capacity)}) at "
+                    f"{self.source.where(self.offset)}; raise max_record_size or check the "
+                    f"delimiter", file=getattr(self.source, "paths", [""])[0] if getattr(
+                        self.source, "paths", None) else "", offset=self.offset) from None
+            if cut:
+                break
+            target = capacity  # no record end yet: read on, up to the largest record
+        self.carry = bytes(view[cut:n])
+        self.offset += cut
+        return cut

@@ -1,0 +1,102 @@
+"""The public stream protocols, in the Node.js vocabulary.
+
+- A **Readable** produces bytes: the coordinator calls `open()`, then `readinto(buffer)` until it
+  returns 0, then `close()`. It reads straight into shared memory: no intermediate bytes.
+- A **Transform** runs in every worker: `setup()` once per worker, `transform(data, chunk)` per
+  chunk, `flush()` once per worker at end of stream. It may leave a small per-chunk summary in
+  `chunk.summary`; the sink combines summaries in order with `fold(acc, summary)`, starting
+  from `initial()`, and `result(acc)` gives the stage's final result (reported in the stats).
+- A **Writable** consumes bytes in order in the coordinator: `open()`, `write(data)`,
+  `close()` to commit, `abort()` to drop everything written (called instead of close on error).
+
+Built-ins and user plugins implement the same protocols. Transforms reach workers as a spec
+(registry name or `module:Class` plus plain-data arguments), never as pickled objects.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+
+class ChunkInfo:
+    """What a transform knows about the chunk it is given. Reused per worker: do not keep it."""
+
+    __slots__ = ("seq", "offset", "length", "attempt", "summary")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.offset = 0
+        self.length = 0
+        self.attempt = 1
+        self.summary: Any = None
+
+
+@runtime_checkable
+class Readable(Protocol):
+    def open(self) -> None: ...
+    def readinto(self, buffer: memoryview) -> int: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Writable(Protocol):
+    def open(self) -> None: ...
+    def write(self, data: memoryview) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Transform:
+    """Base class for transforms. Subclasses override `transform`, and as needed the rest.
+
+    Constructor arguments must be plain data (str, int, float, bool, bytes, lists, dicts):
+    they are how the transform is rebuilt inside each worker process.
+    `transform` returns the output as a bytes-like object, or None for no output; returning
+    `data` itself (unchanged) costs no copy at all.
+    """
+
+    name = "transform"
+    flushes = False  # True when flush() may return output; set automatically for overrides
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Transform":
+        self = super().__new__(cls)
+        self._spec_args = (list(args), dict(kwargs))
+        return self
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.flush is not Transform.flush:
+            cls.flushes = True
+
+    def setup(self) -> None:
+        """Once per worker, before the first chunk: compile, load, connect."""
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
+        return data
+
+    def flush(self) -> bytes | None:
+        """Once per worker at end of stream; output is written after all chunks, by worker."""
+        return None
+
+    # ordered fold, run at the sink in the coordinator
+    def initial(self) -> Any:
+        return None
+
+    def fold(self, acc: Any, summary: Any) -> Any:
+        return acc
+
+    def result(self, acc: Any) -> Any:
+        return acc
+
+    def spec(self) -> dict[str, Any]:
+        """How a worker rebuilds this transform: class reference plus constructor arguments."""
+        args, kwargs = getattr(self, "_spec_args", ([], {}))
+        cls = type(self)
+        ref = f"{cls.__module__}:{cls.__qualname__}"
+        try:
+            msgspec.msgpack.encode([args, kwargs])
+        except (TypeError, msgspec.EncodeError) as e:
+            raise TypeError(f"{ref}: constructor arguments must be plain data to reach worker "
+                            f"processes: {e}") from None
+        return {"class": ref, "args": args, "kwargs": kwargs}

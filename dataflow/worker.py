@@ -1,0 +1,196 @@
+"""The worker process: runs the fused chain of transforms over chunks in shared-memory slots.
+
+Rules:
+- Started with spawn (never fork). SIGINT is ignored before any user code is imported: Ctrl-C
+  is the coordinator's business (PITFALLS 5). The worker dies with its coordinator: PDEATHSIG,
+  a parent-pid check after arming it, and EOF on its pipe (PITFALLS 7).
+- The arena is mapped by path, without the resource tracker (PITFALLS 1).
+- All stages run in this process, one after the other, per chunk: no hop between stages.
+- Tasks run in the order received, except while waiting for an Ack: then a queued task with a
+  lower sequence number runs first, because the coordinator may be waiting for exactly that
+  one before it can take our piece (see scheduler.py).
+- Output that is the input view itself is reported in place (no copy). Otherwise it is copied
+  into the output slot, in slot-sized pieces when larger, each acknowledged before the next.
+- An exception in a stage is reported as data (type, message, traceback), never pickled.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any
+
+from . import messages as M
+from .registry import build
+from .shm import Arena
+from .streams import ChunkInfo
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before PDEATHSIG was armed
+        os._exit(1)
+
+
+class _Stop(Exception):
+    pass
+
+
+class Worker:
+    def __init__(self, conn: Connection, arena: Arena, stages: list[Any]):
+        self.conn = conn
+        self.arena = arena
+        self.stages = stages
+        self.queue: deque[M.Task | M.Flush] = deque()
+        self.info = ChunkInfo()
+        self.encode = M.from_worker_encoder.encode
+        self.decode = M.to_worker_decoder.decode
+
+    def send(self, msg: Any) -> None:
+        self.conn.send_bytes(self.encode(msg))
+
+    def recv(self) -> Any:
+        try:
+            return self.decode(self.conn.recv_bytes())
+        except EOFError:
+            raise _Stop from None
+
+    def serve(self) -> None:
+        while True:
+            while self.queue:
+                self.run(self.queue.popleft())
+            msg = self.recv()
+            if isinstance(msg, M.Stop):
+                return
+            if isinstance(msg, (M.Task, M.Flush)):
+                self.queue.append(msg)
+
+    def run(self, task: M.Task | M.Flush) -> None:
+        if isinstance(task, M.Flush):
+            self.run_flush(task)
+            return
+        info = self.info
+        info.seq, info.offset, info.length, info.attempt = (task.seq, task.offset, task.length,
+                                                            task.attempt)
+        view = self.arena.view(task.slot, task.length)
+        data: Any = view
+        summaries: list[Any] = []
+        seconds: list[float] = []
+        try:
+            for i, stage in enumerate(self.stages):
+                info.summary = None
+                t0 = time.perf_counter()
+                try:
+                    data = stage.transform(data, info)
+                except Exception as e:
+                    self.fail(task.seq, i, _name(stage), e)
+                    return
+                seconds.append(time.perf_counter() - t0)
+                summaries.append(info.summary)
+                if data is None:
+                    data = b""
+            if not any(s is not None for s in summaries):
+                summaries = []
+            if data is view:
+                self.send(M.Done(task.seq, task.slot, task.length, summaries, seconds))
+            else:
+                self.emit(task.seq, task.out_slot, data, summaries, seconds)
+        finally:
+            if data is not view and isinstance(data, memoryview):
+                data.release()
+            view.release()
+
+    def run_flush(self, task: M.Flush) -> None:
+        out = b""
+        for i, stage in enumerate(self.stages):
+            # what an earlier stage flushes still goes through the later ones
+            info = self.info
+            info.seq, info.offset, info.length = task.seq, -1, len(out)
+            try:
+                if out:
+                    out = stage.transform(memoryview(out), info) or b""
+                more = stage.flush() or b""
+            except Exception as e:
+                self.fail(task.seq, i, _name(stage), e)
+                return
+            out = bytes(out) + bytes(more)
+        self.emit(task.seq, task.out_slot, out, [], [])
+
+    def emit(self, seq: int, slot: int, data: Any, summaries: list[Any],
+             seconds: list[float]) -> None:
+        with memoryview(data) as mv, mv.cast("B") as out:
+            size = self.arena.slot_size
+            dest = self.arena.view(slot)
+            try:
+                while len(out) > size:
+                    dest[:] = out[:size]
+                    self.send(M.Piece(seq, slot, size))
+                    self.wait_ack(seq)
+                    out = out[size:]
+                n = len(out)
+                dest[:n] = out
+            finally:
+                dest.release()
+        self.send(M.Done(seq, slot, n, summaries, seconds))
+
+    def wait_ack(self, seq: int) -> None:
+        while True:
+            lower = [t for t in self.queue if t.seq < seq]
+            for t in lower:
+                self.queue.remove(t)
+                self.run(t)
+            msg = self.recv()
+            if isinstance(msg, M.Ack) and msg.seq == seq:
+                return
+            if isinstance(msg, M.Stop):
+                raise _Stop
+            if isinstance(msg, (M.Task, M.Flush)):
+                self.queue.append(msg)
+
+    def fail(self, seq: int, index: int, name: str, exc: BaseException) -> None:
+        tb = "".join(traceback.format_exception(exc))
+        self.send(M.Failed(seq, index, name, type(exc).__qualname__, str(exc), tb))
+
+
+def _name(stage: Any) -> str:
+    return getattr(stage, "name", type(stage).__name__)
+
+
+def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
+         parent_pid: int) -> None:
+    """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    arena = Arena.attach(arena_name, slots, slot_size)
+    w = Worker(conn, arena, [])
+    try:
+        import msgspec
+
+        for i, spec in enumerate(msgspec.msgpack.decode(specs)):
+            try:
+                stage = build(spec)
+                stage.setup()
+            except Exception as e:
+                w.fail(-1, i, str(spec.get("class", "?")), e)
+                return
+            w.stages.append(stage)
+        w.send(M.Ready(os.getpid()))
+        w.serve()
+    except (_Stop, BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        w.stages.clear()
+        arena.close()
+        conn.close()
+        sys.stdout.flush()
