@@ -1,0 +1,195 @@
+"""The `dataflow` command: a thin layer over the config loader and the Python API.
+
+Exit codes: 0 ok; 1 the job failed; 2 usage or config error; 3 a bug in dataflow (with a
+report); 128+N killed by signal N after cleaning up (130 Ctrl-C, 143 SIGTERM); 141 when the
+reader of our output went away (`| head`), quietly.
+
+Signals: SIGINT and SIGTERM raise `Interrupted` once; the coordinator tears everything down;
+then the process re-raises the signal with its default action so the shell sees 130/143.
+Further signals during teardown are noted, not raised, so cleanup always completes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+import msgspec
+
+from . import api
+from .config import load_job
+from .errors import DataflowError, Interrupted, UsageError
+from .progress import Progress, summary
+from .sinks import BrokenPipe
+
+
+class _Signals:
+    """Turn the first SIGINT/SIGTERM into `Interrupted`; later ones wait for cleanup."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __enter__(self) -> "_Signals":
+        self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            raise Interrupted(signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    job = load_job(args.job, args.set)
+    spec = job.spec
+    plan = api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
+                             chunk_size=spec.chunk_size,
+                             max_record_size=job.source.max_record_size)
+    if args.explain:
+        print(plan.explain())
+        return 0
+    total = job.source.size() if hasattr(job.source, "size") else None
+    progress = Progress(total, live=None if args.progress == "auto" else args.progress == "on")
+    try:
+        stats = api.pipeline(job.source, *job.stages, job.sink, workers=plan.workers,
+                             memory_limit=spec.memory_limit, chunk_size=spec.chunk_size,
+                             ordered=spec.ordered, progress=progress,
+                             max_attempts=spec.max_attempts)
+    finally:
+        progress.close()
+    if args.stats:
+        with open(args.stats, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(stats), indent=2) + b"\n")
+    if not args.quiet:
+        print(summary(stats), file=sys.stderr)
+        for name, result in stats.results.items():
+            print(f"  {name}: {msgspec.json.encode(result).decode()}", file=sys.stderr)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    job = load_job(args.job, args.set)
+    spec = job.spec
+    plan = api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
+                             chunk_size=spec.chunk_size,
+                             max_record_size=job.source.max_record_size)
+    names = ", ".join(s.name for s in job.stages) or "no stages"
+    print(f"{args.job}: ok ({names}; {plan.workers} workers, {plan.slots} slots of "
+          f"{plan.slot_size} bytes)")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .generate import write_sample
+    from .sizes import parse_size
+
+    try:
+        size = parse_size(args.size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.output == "-":
+        n = write_sample(sys.stdout.buffer, size, args.seed)
+    else:
+        n = write_sample(args.output, size, args.seed)
+        if not args.quiet:
+            print(f"dataflow: wrote {n} bytes of access log to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    from .shm import remove_stale
+
+    removed = remove_stale()
+    for name in removed:
+        print(f"removed /dev/shm/{name}")
+    if not removed:
+        print("nothing to clean up")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dataflow", description="Stream large files through "
+                                "parallel worker processes, in order, under a memory cap.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def job_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("job", help="the YAML job file")
+        sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a job setting, e.g. --set workers=4 "
+                             "--set sink.file=out.log --set stages[0].grep.invert=true")
+
+    r = sub.add_parser("run", help="run a YAML job")
+    job_args(r)
+    r.add_argument("--explain", action="store_true",
+                   help="print the memory plan (workers, slots x size) and exit")
+    r.add_argument("--stats", metavar="FILE", help="write the job's statistics as JSON")
+    r.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                   help="progress bar on stderr (auto: when stderr is a terminal)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    r.set_defaults(func=_cmd_run)
+
+    v = sub.add_parser("validate", help="check a YAML job without running it")
+    job_args(v)
+    v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("sample", help="write a realistic synthetic access log")
+    s.add_argument("-o", "--output", default="access.log", help="file to write ('-': stdout)")
+    s.add_argument("--size", default="100MiB", help="how much (default 100MiB)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=_cmd_sample)
+
+    c = sub.add_parser("cleanup", help="remove shared memory left by dead dataflow processes")
+    c.set_defaults(func=_cmd_cleanup)
+    return p
+
+
+def _die_by(signum: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with _Signals():
+            return args.func(args)
+    except Interrupted as e:
+        print(f"dataflow: {e}; cleaned up", file=sys.stderr)
+        if argv is None:
+            _die_by(e.signum)
+        return e.exit_code
+    except BrokenPipe:
+        # the reader left (`| head`): quiet, like other Unix tools
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 128 + signal.SIGPIPE
+    except DataflowError as e:
+        print(f"dataflow: error: {e}", file=sys.stderr)
+        if getattr(e, "worker_traceback", ""):
+            print(f"worker traceback:\n{e.worker_traceback}", file=sys.stderr, end="")
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        print("dataflow: internal error (a bug; please report it with this output):",
+              file=sys.stderr)
+        traceback.print_exc()
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

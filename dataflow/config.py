@@ -1,0 +1,347 @@
+"""Job files: YAML -> strict msgspec Structs -> runtime objects. Nothing starts on a bad config.
+
+Rules:
+- Unknown keys, wrong types and bad values are errors, reported as
+  `job.yaml:7: stages[0].grep.pattern: <what is wrong>` (the line comes from the YAML node).
+- YAML is loaded safely; a duplicate key is an error (PyYAML would keep the last silently),
+  and a value that YAML 1.1 turned into a boolean where text was expected gets a hint.
+- `--set path=value` overrides apply before validation; values are read as YAML scalars.
+- Stages are one-key mappings (`- grep: {pattern: x}`); the key is a registry name, the value
+  is checked against that transform's `Options` Struct. A bare name means no options.
+- Relative paths are relative to the current directory, as on a command line.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from .errors import ConfigError, DataflowError
+from .registry import STAGES, stage_class
+from .sizes import parse_size
+
+Size = int | str
+
+
+class RangeSpec(msgspec.Struct, forbid_unknown_fields=True):
+    start: Size = 0
+    end: Size | None = None
+
+
+class GenerateSpec(msgspec.Struct, forbid_unknown_fields=True):
+    size: Size
+    seed: int = 0
+
+
+class SourceSpec(msgspec.Struct, forbid_unknown_fields=True):
+    file: str | list[str] | None = None     # a path, a glob, or a list of either
+    stdin: bool = False
+    generate: GenerateSpec | None = None
+    split: Literal["lines", "bytes"] = "lines"
+    delimiter: str = "\n"
+    max_record_size: Size = 0
+    range: RangeSpec | None = None
+
+
+class SinkSpec(msgspec.Struct, forbid_unknown_fields=True):
+    file: str | None = None
+    stdout: bool = False
+    null: bool = False
+
+
+class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
+    source: SourceSpec
+    stages: list[Any] = []
+    sink: SinkSpec = msgspec.field(default_factory=lambda: SinkSpec(stdout=True))
+    workers: int | Literal["auto"] = "auto"
+    memory_limit: Size = "512MiB"
+    chunk_size: Size = "4MiB"
+    ordered: bool = True
+    max_attempts: int = 4
+
+
+class Job(msgspec.Struct):
+    """A validated job with its runtime objects built."""
+
+    spec: JobSpec
+    source: Any
+    stages: list[Any]
+    sink: Any
+    file: str = ""
+
+
+# ----------------------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """Safe loader that rejects duplicate keys."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                              line=key_node.start_mark.line + 1)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, Any]:
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except ConfigError as e:
+        raise ConfigError(e.message, file=file, line=e.line) from None
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        raise ConfigError(f"invalid YAML: {e.problem}", file=file, line=line) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML: {e}", file=file) from None
+    if data is None:
+        raise ConfigError("the job is empty: it needs at least a `source`", file=file)
+    if not isinstance(data, dict):
+        raise ConfigError(f"a job is a mapping with `source`, `stages`, `sink`..., "
+                          f"not a {type(data).__name__}", file=file, line=1)
+    return data, node
+
+
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _split_path(path: str) -> list[str | int]:
+    return [m.group(1) if m.group(1) is not None else int(m.group(2))
+            for m in _PART.finditer(path)]
+
+
+def _line_of(node: Any, parts: list[str | int]) -> int | None:
+    """Line (1-based) of the YAML node at `parts`, or of the deepest ancestor found."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in parts:
+        nxt = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for k, v in node.value:
+                if getattr(k, "value", None) == part:
+                    nxt = v
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part < len(node.value):
+                nxt = node.value[part]
+        if nxt is None:
+            break
+        node = nxt
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_path(parts: list[str | int]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+def _msgspec_error(e: msgspec.ValidationError, prefix: list[str | int], node: Any,
+                   file: str, data: Any = None) -> ConfigError:
+    text = str(e)
+    message, _, where = text.partition(" - at `")
+    rel = _split_path(where.rstrip("`").removeprefix("$")) if where else []
+    parts = prefix + rel
+    m = re.match(r"Object contains unknown field `(.+)`", message)
+    if m:
+        field = m.group(1)
+        parts = parts + [field]
+        message = f"unknown key {field!r}"
+        known = _known_fields(prefix + rel, data)
+        close = difflib.get_close_matches(field, known, n=1)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        elif known:
+            message += f"; expected one of: {', '.join(known)}"
+    if "got `bool`" in message:
+        message += " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
+    message = message.replace("Expected", "expected", 1)
+    return ConfigError(message, path=_format_path(parts), file=file, line=_line_of(node, parts))
+
+
+def _known_fields(parts: list[str | int], data: Any) -> list[str]:
+    types: dict[str, type] = {"": JobSpec, "source": SourceSpec, "sink": SinkSpec,
+                              "source.generate": GenerateSpec, "source.range": RangeSpec}
+    key = _format_path([p for p in parts if isinstance(p, str)])
+    if len(parts) >= 3 and parts[0] == "stages" and isinstance(parts[2], str):
+        cls = stage_class(parts[2]) if parts[2] in STAGES else None
+        opts = getattr(cls, "Options", None)
+        return list(opts.__struct_fields__) if opts else []
+    t = types.get(key)
+    return list(t.__struct_fields__) if t else []
+
+
+# ----------------------------------------------------------------------------- overrides
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply `path=value` (e.g. `sink.file=out.log`, `stages[0].grep.invert=true`)."""
+    path, eq, raw = assignment.partition("=")
+    if not eq or not path.strip():
+        raise ConfigError(f"--set expects path=value, got {assignment!r}")
+    parts = _split_path(path.strip())
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    target: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt_is_index = isinstance(parts[i + 1], int)
+        if isinstance(part, int):
+            if not isinstance(target, list) or part >= len(target):
+                raise ConfigError(f"--set {path}: there is no {_format_path(parts[:i + 1])}")
+            target = target[part]
+        else:
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {path}: {_format_path(parts[:i])} is not a mapping")
+            if target.get(part) is None:
+                target[part] = [] if nxt_is_index else {}
+            target = target[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(target, list) or last > len(target):
+            raise ConfigError(f"--set {path}: there is no {_format_path(parts)}")
+        if last == len(target):
+            target.append(value)
+        else:
+            target[last] = value
+    else:
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {path}: {_format_path(parts[:-1])} is not a mapping")
+        target[last] = value
+
+
+# ----------------------------------------------------------------------------- building
+def _size(value: Any, parts: list[str | int], node: Any, file: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise ConfigError(str(e), path=_format_path(parts), file=file,
+                          line=_line_of(node, parts)) from None
+
+
+def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
+    here: list[str | int] = ["stages", i]
+    if isinstance(entry, str):
+        entry = {entry: None}
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ConfigError("a stage is a mapping with exactly one key, the stage name "
+                          "(e.g. `- grep: {pattern: ERROR}`)", path=_format_path(here),
+                          file=file, line=_line_of(node, here))
+    (name, options), = entry.items()
+    if name not in STAGES:
+        close = difflib.get_close_matches(str(name), list(STAGES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else \
+            f"; known stages: {', '.join(sorted(STAGES))}"
+        raise ConfigError(f"unknown stage {name!r}{hint}", path=_format_path(here),
+                          file=file, line=_line_of(node, here))
+    cls = stage_class(name)
+    here.append(name)
+    try:
+        opts = msgspec.convert(options or {}, cls.Options)
+    except msgspec.ValidationError as e:
+        raise _msgspec_error(e, here, node, file) from None
+    try:
+        stage = cls(**msgspec.structs.asdict(opts))
+        if hasattr(stage, "check"):
+            stage.check()
+    except (ValueError, TypeError, ImportError, AttributeError, re.error) as e:
+        field = {"grep": "pattern", "python": "callable"}.get(name)
+        parts = here + ([field] if field else [])
+        raise ConfigError(f"{type(e).__name__}: {e}", path=_format_path(parts), file=file,
+                          line=_line_of(node, parts)) from None
+    return stage
+
+
+def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
+    from .sources import FileSource, GenerateSource, StdinSource
+
+    kinds = [k for k, set_ in (("file", spec.file is not None), ("stdin", spec.stdin),
+                               ("generate", spec.generate is not None)) if set_]
+    if len(kinds) != 1:
+        raise ConfigError("the source needs exactly one of `file`, `stdin: true` or "
+                          f"`generate`{', got ' + ', '.join(kinds) if kinds else ''}",
+                          path="source", file=file, line=_line_of(node, ["source"]))
+    if not spec.delimiter:
+        raise ConfigError("the delimiter cannot be empty", path="source.delimiter", file=file,
+                          line=_line_of(node, ["source", "delimiter"]))
+    record = _size(spec.max_record_size, ["source", "max_record_size"], node, file)
+    delim = spec.delimiter.encode("utf-8", "surrogateescape")
+    common = dict(split=spec.split, delimiter=delim, max_record_size=record)
+    if spec.generate is not None:
+        size = _size(spec.generate.size, ["source", "generate", "size"], node, file)
+        return GenerateSource(size, spec.generate.seed, **common)
+    if spec.stdin:
+        return StdinSource(**common)
+    start, end = 0, None
+    if spec.range is not None:
+        start = _size(spec.range.start, ["source", "range", "start"], node, file)
+        if spec.range.end is not None:
+            end = _size(spec.range.end, ["source", "range", "end"], node, file)
+            if end < start:
+                raise ConfigError("range.end is before range.start", path="source.range",
+                                  file=file, line=_line_of(node, ["source", "range"]))
+    return FileSource(spec.file, start=start, end=end, **common)  # type: ignore[arg-type]
+
+
+def _build_sink(spec: SinkSpec, node: Any, file: str) -> Any:
+    from .sinks import FileSink, NullSink, StdoutSink
+
+    kinds = [k for k, set_ in (("file", spec.file is not None), ("stdout", spec.stdout),
+                               ("null", spec.null)) if set_]
+    if len(kinds) > 1:
+        raise ConfigError(f"the sink needs one of `file`, `stdout: true` or `null: true`, "
+                          f"got {', '.join(kinds)}", path="sink", file=file,
+                          line=_line_of(node, ["sink"]))
+    if spec.file is not None:
+        return FileSink(spec.file)
+    if spec.null:
+        return NullSink()
+    return StdoutSink()
+
+
+def load_job(path: str, overrides: list[str] = (), text: str | None = None) -> Job:
+    """Read, override, validate and build the job in `path`. Raises ConfigError."""
+    if text is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read the job: {e.strerror}", file=path) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"the job is not UTF-8 text ({e.reason} at byte {e.start})",
+                              file=path) from None
+    data, node = _parse_yaml(text, path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        spec = msgspec.convert(data, JobSpec)
+    except msgspec.ValidationError as e:
+        raise _msgspec_error(e, [], node, path, data) from None
+    for key in ("memory_limit", "chunk_size"):
+        if _size(getattr(spec, key), [key], node, path) < 1:
+            raise ConfigError("must be at least 1 byte", path=key, file=path,
+                              line=_line_of(node, [key]))
+    if isinstance(spec.workers, int) and spec.workers < 1:
+        raise ConfigError("must be at least 1 (or 'auto')", path="workers", file=path,
+                          line=_line_of(node, ["workers"]))
+    if spec.max_attempts < 1:
+        raise ConfigError("must be at least 1", path="max_attempts", file=path,
+                          line=_line_of(node, ["max_attempts"]))
+    source = _build_source(spec.source, node, path)
+    stages = [_build_stage(i, entry, node, path) for i, entry in enumerate(spec.stages)]
+    sink = _build_sink(spec.sink, node, path)
+    return Job(spec, source, stages, sink, path)
+
+
+__all__ = ["load_job", "apply_override", "Job", "JobSpec", "DataflowError"]

@@ -1,0 +1,70 @@
+"""Shared fixtures. Every test fails if it leaves a child process or a /dev/shm segment of ours.
+
+Tools the tests compare against (GNU grep, cmp) must exist; when CI is set a missing tool is a
+failure, not a skip.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from dataflow.shm import PREFIX, SHM_DIR
+
+
+def _segments() -> set[str]:
+    return {n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX)}
+
+
+def _children() -> list[psutil.Process]:
+    return [c for c in psutil.Process().children(recursive=True)
+            if c.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    before = _segments()
+    yield
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and (_children() or _segments() - before):
+        time.sleep(0.05)
+    kids = _children()
+    leaked = _segments() - before
+    for k in kids:
+        k.kill()
+    for name in leaked:
+        os.unlink(os.path.join(SHM_DIR, name))
+    assert not kids, f"test left child processes: {[(k.pid, k.cmdline()) for k in kids]}"
+    assert not leaked, f"test left shared-memory segments: {sorted(leaked)}"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def run_cli(*args: str, input: bytes | None = None, cwd: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the real `dataflow` command line in a new session (its own process group)."""
+    return subprocess.run([sys.executable, "-m", "dataflow.cli", *args], input=input,
+                          capture_output=True, cwd=cwd, timeout=timeout,
+                          start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def sample_log(tmp_path_factory) -> str:
+    """A 24 MiB generated access log shared by the end-to-end tests."""
+    from dataflow.generate import write_sample
+
+    path = tmp_path_factory.mktemp("data") / "access.log"
+    write_sample(str(path), 24 << 20, seed=7)
+    return str(path)
