@@ -125,7 +125,7 @@ class Worker:
                 self.fail(task.seq, i, _name(stage), e)
                 return
             out = bytes(out) + bytes(more)
-        self.emit(task.seq, task.out_slot, out, [], [])
+        self.emit(task.seq, task.slot, out, [], [])
 
     def emit(self, seq: int, slot: int, data: Any, summaries: list[Any],
              seconds: list[float]) -> None:

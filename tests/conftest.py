@@ -22,8 +22,20 @@ def _segments() -> set[str]:
 
 
 def _children() -> list[psutil.Process]:
-    return [c for c in psutil.Process().children(recursive=True)
-            if c.status() != psutil.STATUS_ZOMBIE]
+    """Live descendants, except multiprocessing's resource tracker: spawn starts one per
+    interpreter on first use and it lives until the interpreter exits (we register nothing
+    with it: see dataflow/shm.py)."""
+    out = []
+    for c in psutil.Process().children(recursive=True):
+        try:
+            if c.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if any("multiprocessing.resource_tracker" in a for a in c.cmdline()):
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        out.append(c)
+    return out
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,124 @@
+"""Transforms used only by tests. Spawned workers import this module by name (the test
+process's sys.path, which includes tests/, is handed to them)."""
+from __future__ import annotations
+
+import os
+import time
+
+from dataflow.streams import ChunkInfo, Transform
+
+
+class Upper(Transform):
+    name = "upper"
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> bytes:
+        return bytes(data).upper()
+
+
+class Expand(Transform):
+    """Repeat every chunk `times` times: output larger than a slot travels in pieces."""
+
+    name = "expand"
+
+    def __init__(self, times: int):
+        self.times = times
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> bytes:
+        return bytes(data) * self.times
+
+
+class CountLines(Transform):
+    """Passes data through; folds the line count in order; flush emits a per-worker marker."""
+
+    name = "count-lines"
+
+    def __init__(self, flush_marker: bool = False):
+        self.flush_marker = flush_marker
+        self.seen = 0
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        chunk.summary = [chunk.seq, bytes(data).count(b"\n")]
+        self.seen += 1
+        return data
+
+    def flush(self) -> bytes | None:
+        return b"#flushed\n" if self.flush_marker else None
+
+    def initial(self):
+        return {"lines": 0, "order": []}
+
+    def fold(self, acc, summary):
+        acc["lines"] += summary[1]
+        acc["order"].append(summary[0])
+        return acc
+
+
+class KillOnce(Transform):
+    """Kills its own worker the first time it sees chunk `seq` (a marker file remembers)."""
+
+    name = "kill-once"
+
+    def __init__(self, seq: int, marker: str, how: str = "sigkill"):
+        self.seq = seq
+        self.marker = marker
+        self.how = how
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        if chunk.seq == self.seq and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            if self.how == "exit0":
+                os._exit(0)
+            os.kill(os.getpid(), 9)
+        return data
+
+
+class AlwaysKill(Transform):
+    """A poison chunk: kills every worker that touches chunk `seq`."""
+
+    name = "always-kill"
+
+    def __init__(self, seq: int):
+        self.seq = seq
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        if chunk.seq == self.seq:
+            os.kill(os.getpid(), 9)
+        return data
+
+
+class RaiseOn(Transform):
+    name = "raise-on"
+
+    def __init__(self, seq: int):
+        self.seq = seq
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        if chunk.seq == self.seq:
+            raise ValueError(f"bad chunk {chunk.seq}")
+        return data
+
+
+class Slow(Transform):
+    name = "slow"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        time.sleep(self.seconds)
+        return data
+
+
+class FailSetup(Transform):
+    name = "fail-setup"
+
+    def setup(self) -> None:
+        raise RuntimeError("cannot load the model")
+
+
+def shout(line: bytes) -> bytes:
+    return line.upper() + b"!"
+
+
+def drop_odd(line: bytes, modulo: int = 2) -> bytes | None:
+    return line if len(line) % modulo == 0 else None
