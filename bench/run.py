@@ -30,6 +30,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -170,6 +171,7 @@ class TreeSampler:
         self.samples = 0
         self._stop = threading.Event()
         self._cache: dict[int, psutil.Process] = {}
+        self.cpu: dict[int, float] = {}       # last seen user+sys of each process, by pid
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> "TreeSampler":
@@ -197,6 +199,8 @@ class TreeSampler:
             try:
                 total += p.memory_full_info().pss
                 counted += 1
+                t = p.cpu_times()
+                self.cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 pass
         self.samples += 1
@@ -216,12 +220,17 @@ class Contender:
     stats_file: Path | None = None
     missing: str = ""     # why it cannot run (tool not installed)
     times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)   # user+sys of the whole process tree
     verified: str = ""
     engine: list[dict[str, Any]] = field(default_factory=list)  # dataflow --stats per run
 
     @property
     def median(self) -> float | None:
         return statistics.median(self.times) if self.times else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu else None
 
 
 def make_contenders(a: argparse.Namespace, inp: Path, data: Path, tmp: Path,
@@ -268,8 +277,17 @@ def make_contenders(a: argparse.Namespace, inp: Path, data: Path, tmp: Path,
     return out
 
 
-def run_once(c: Contender, data: Path) -> tuple[float, Path]:
-    """Run `c` once; return (seconds, output path). Output goes to a file in the data dir."""
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_once(c: Contender, data: Path) -> tuple[float, float, Path]:
+    """Run `c` once; return (seconds, CPU seconds of the tree, output path).
+
+    CPU is user+sys from getrusage(RUSAGE_CHILDREN): it includes grandchildren (workers, grep
+    under parallel) once they have been waited for, which they all are by the time we return.
+    """
     dst = data / f"out-{c.key}"
     if c.key.startswith("dataflow-"):
         dst = data / f"out-{c.key}"  # named in the job file
@@ -282,6 +300,7 @@ def run_once(c: Contender, data: Path) -> tuple[float, Path]:
         f = open(dst, "wb") if uses_stdout else None
         stdout = f if f is not None else subprocess.DEVNULL
     try:
+        cpu0 = _children_cpu()
         t0 = time.perf_counter()
         r = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, env=c.env)
         if c.key == "cat-fsync" and r.returncode == 0:
@@ -289,6 +308,7 @@ def run_once(c: Contender, data: Path) -> tuple[float, Path]:
             f.flush()
             os.fsync(f.fileno())
         seconds = time.perf_counter() - t0
+        cpu = _children_cpu() - cpu0
     finally:
         if f is not None:
             f.close()
@@ -297,7 +317,7 @@ def run_once(c: Contender, data: Path) -> tuple[float, Path]:
                          f"{' '.join(argv)}\n{r.stderr.decode(errors='replace')}")
     if c.stats_file is not None:
         c.engine.append(json.loads(c.stats_file.read_text()))
-    return seconds, dst
+    return seconds, cpu, dst
 
 
 def settle() -> None:
@@ -316,10 +336,11 @@ def timed_rounds(contenders: list[Contender], data: Path, inp: Path, repeat: int
         if r == 0:  # round 0: the reference (GNU grep) must run before the other grep -v
             order = sorted(order, key=lambda c: c.family == "grep" and c.key != "grep")
         for c in order:
-            sec, dst = run_once(c, data)
+            sec, cpu, dst = run_once(c, data)
             c.times.append(sec)
-            print(f"  round {r + 1}/{repeat}  {c.label:<28} {sec:8.3f} s", file=sys.stderr,
-                  flush=True)
+            c.cpu.append(cpu)
+            print(f"  round {r + 1}/{repeat}  {c.label:<28} {sec:8.3f} s  (cpu {cpu:6.3f} s)",
+                  file=sys.stderr, flush=True)
             if r == 0:
                 if c.family == "passthrough":
                     ok, msg = cmp_files(inp, dst)
@@ -355,7 +376,10 @@ def memory_runs(contenders: list[Contender], data: Path) -> list[dict[str, Any]]
             raise SystemExit(f"{c.label} failed (exit {p.returncode}):\n{err.decode()}")
         assert c.stats_file is not None
         st = json.loads(c.stats_file.read_text())
+        coord = s.cpu.get(p.pid, 0.0)
+        others = sum(v for k, v in s.cpu.items() if k != p.pid)
         results.append({"contender": c.key, "seconds": seconds, "psutil_peak": s.peak,
+                        "cpu_coordinator": coord, "cpu_children": others,
                         "psutil_peak_processes": s.peak_procs, "psutil_samples": s.samples,
                         "engine_peak": st["peak_memory"], "memory_limit": st["memory_limit"],
                         "plan": {"workers": st["workers"], "slots": st["slots"],
@@ -394,14 +418,14 @@ def mark(ok: bool) -> str:
 def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int,
                  memory: list[dict[str, Any]], limit: int, overhead: float) -> tuple[str, dict]:
     by = {c.key: c for c in contenders}
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str]] = []
     targets: list[dict[str, Any]] = []
 
-    def speed(c: Contender) -> tuple[str, str]:
+    def speed(c: Contender) -> tuple[str, str, str]:
         if c.missing:
-            return c.missing, "-"
+            return c.missing, "-", "-"
         m = c.median
-        return f"{m:.3f}", f"{nbytes / m / 1e6:,.0f}"
+        return f"{m:.3f}", f"{nbytes / m / 1e6:,.0f}", f"{c.cpu_median:.2f}"
 
     def ratio(df_key: str, other_key: str, target: float, later: bool = False) -> str:
         df, other = by.get(df_key), by.get(other_key)
@@ -418,7 +442,7 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
         return f"{x:.2f}x vs {other.label} (target >= {target:g}x: {tag})"
 
     for c in contenders:
-        sec, mbs = speed(c)
+        sec, mbs, cpu = speed(c)
         notes = []
         if c.key == "dataflow-passthrough":
             notes = [ratio(c.key, "cat", TARGET_PASS_VS_CAT),
@@ -428,8 +452,8 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
                      ratio(c.key, "grep", TARGET_GREP_VS_GREP, later=True)]
         elif c.key == "cat-fsync":
             notes = ["not a target: like the dataflow file sink, fsyncs the output"]
-        rows.append((c.label, sec, mbs, notes[0] if notes else ""))
-        rows.extend(("", "", "", n) for n in notes[1:])
+        rows.append((c.label, sec, mbs, cpu, notes[0] if notes else ""))
+        rows.extend(("", "", "", "", n) for n in notes[1:])
 
     engine_peaks = [e["peak_memory"] for c in contenders for e in c.engine]
     engine_peak = max([*engine_peaks, *(m["engine_peak"] for m in memory)], default=0)
@@ -438,17 +462,22 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
     targets.append({"dataflow": "tree", "vs": "memory_limit", "target": limit,
                     "engine_peak": engine_peak, "psutil_peak": psutil_peak, "pass": mem_ok})
 
-    w = [max(len(r[i]) for r in rows + [("contender", "median s", "MB/s", "")]) for i in range(3)]
+    head = ("contender", "median s", "MB/s", "CPU s")
+    w = [max(len(r[i]) for r in rows + [head + ("",)]) for i in range(4)]
     lines = [f"input {nbytes:,} bytes ({format_size(nbytes)}), workers {a.workers}, "
-             f"memory_limit {a.memory_limit}, median of {a.repeat} interleaved rounds",
-             f"{'contender':<{w[0]}}  {'median s':>{w[1]}}  {'MB/s':>{w[2]}}  ratio / target",
-             "-" * (w[0] + w[1] + w[2] + 60)]
+             f"memory_limit {a.memory_limit}, median of {a.repeat} interleaved rounds; "
+             f"MB/s = input bytes / median s / 1e6; CPU s = user+sys of the process tree; "
+             f"ratio = other's median s / dataflow's (>1: dataflow faster)",
+             f"{head[0]:<{w[0]}}  {head[1]:>{w[1]}}  {head[2]:>{w[2]}}  {head[3]:>{w[3]}}  "
+             f"ratio / target",
+             "-" * (sum(w) + 70)]
     fam = None
-    for (label, sec, mbs, note), c in zip(rows, _row_owners(contenders)):
+    for (label, sec, mbs, cpu, note), c in zip(rows, _row_owners(contenders)):
         if c is not None and c.family != fam:
             fam = c.family
             lines.append(f"[{'passthrough file->file' if fam == 'passthrough' else 'grep -v'}]")
-        lines.append(f"{label:<{w[0]}}  {sec:>{w[1]}}  {mbs:>{w[2]}}  {note}".rstrip())
+        lines.append(f"{label:<{w[0]}}  {sec:>{w[1]}}  {mbs:>{w[2]}}  {cpu:>{w[3]}}  "
+                     f"{note}".rstrip())
     lines.append("[peak memory of the dataflow process tree, PSS]")
     lines.append(f"engine --stats peak_memory (0.25 s samples, max over all runs): "
                  f"{format_size(engine_peak)}")
@@ -461,6 +490,10 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
     lines.append("[dataflow details]")
     lines.append(f"fixed cost of `dataflow run` on an empty file (start-up, spawn, teardown): "
                  f"{overhead:.3f} s")
+    for m in memory:
+        lines.append(f"{by[m['contender']].label} (psutil run, {m['seconds']:.3f} s): CPU "
+                     f"coordinator {m['cpu_coordinator']:.2f} s, workers and other children "
+                     f"{m['cpu_children']:.2f} s (as of the last 50 ms sample)")
     for c in contenders:
         if c.engine:
             st = c.engine
@@ -487,7 +520,8 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
         "input_bytes": nbytes, "workers": a.workers, "memory_limit": limit,
         "repeat": a.repeat,
         "contenders": {c.key: {"label": c.label, "command": c.shell, "times": c.times,
-                               "median": c.median, "missing": c.missing or None,
+                               "median": c.median, "cpu": c.cpu,
+                               "cpu_median": c.cpu_median, "missing": c.missing or None,
                                "mb_per_s": nbytes / c.median / 1e6 if c.median else None,
                                "verified": c.verified or None, "engine_stats": c.engine}
                        for c in contenders},
