@@ -81,6 +81,9 @@ class _Loader(yaml.SafeLoader):
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:null" and key_node.value == "null":
+            # `sink: {null: true}`: a key spelled null means the word, never YAML's null
+            key_node.tag = "tag:yaml.org,2002:str"
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(f"duplicate key {key!r} (first on line {seen[key] + 1})",
@@ -152,6 +155,9 @@ def _msgspec_error(e: msgspec.ValidationError, prefix: list[str | int], node: An
                    file: str, data: Any = None) -> ConfigError:
     text = str(e)
     message, _, where = text.partition(" - at `")
+    if where.startswith("key` in `"):
+        where = where.removeprefix("key` in `")
+        message = f"a key: {message}"
     rel = _split_path(where.rstrip("`").removeprefix("$")) if where else []
     parts = prefix + rel
     m = re.match(r"Object contains unknown field `(.+)`", message)

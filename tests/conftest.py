@@ -18,7 +18,20 @@ from dataflow.shm import PREFIX, SHM_DIR
 
 
 def _segments() -> set[str]:
-    return {n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX)}
+    """Our segments: made by this process, a descendant, or a process now dead (a killed
+    CLI run). Those of unrelated live processes (another test run) are not ours to judge."""
+    mine = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+    out = set()
+    for n in os.listdir(SHM_DIR):
+        if not n.startswith(PREFIX):
+            continue
+        try:
+            pid = int(n[len(PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid in mine or not psutil.pid_exists(pid):
+            out.add(n)
+    return out
 
 
 def _children() -> list[psutil.Process]:

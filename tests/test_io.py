@@ -1,0 +1,60 @@
+"""Sources and sinks through the real CLI: stdin, stdout, byte framing, the progress bar."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import run_cli
+
+
+def test_stdin_to_stdout_with_grep(tmp_path):
+    data = b"".join(b"%d %s\n" % (i, b"ERROR" if i % 7 == 0 else b"ok") for i in range(50000))
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {stdin: true}\nstages:\n  - grep: {pattern: ERROR}\n"
+                   "sink: {stdout: true}\nworkers: 2\nchunk_size: 64KiB\n")
+    r = run_cli("run", str(job), "-q", input=data)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"".join(ln for ln in data.splitlines(keepends=True) if b"ERROR" in ln)
+
+
+def test_stdin_from_a_pipe_arrives_in_small_reads(tmp_path):
+    # a writer that trickles: the reader must keep reading until a chunk is full or EOF
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {stdin: true}\nstages: [passthrough]\nsink: {file: out}\n"
+                   "workers: 2\nchunk_size: 4KiB\n")
+    writer = ("import sys,time\nfor i in range(300):\n"
+              "    sys.stdout.write('line %d\\n' % i); sys.stdout.flush()\n"
+              "    time.sleep(0.001) if i % 50 == 0 else None\n")
+    p1 = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE)
+    r = subprocess.run([sys.executable, "-m", "dataflow.cli", "run", str(job), "-q"],
+                       stdin=p1.stdout, cwd=tmp_path, capture_output=True, timeout=60)
+    p1.stdout.close()
+    p1.wait()
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").read_bytes() == b"".join(b"line %d\n" % i for i in range(300))
+
+
+def test_byte_split_passes_any_bytes(tmp_path):
+    data = bytes(range(256)) * 1000
+    (tmp_path / "in.bin").write_bytes(data)
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {file: in.bin, split: bytes}\nstages: [passthrough]\n"
+                   "sink: {file: out.bin}\nworkers: 3\nchunk_size: 1000\n")
+    r = run_cli("run", str(job), "-q", cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.bin").read_bytes() == data
+
+
+def test_progress_bar_when_forced_and_summary_line(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {generate: {size: 64MiB}}\nstages:\n  - grep: {pattern: "
+                   "'(a|b|c|d)+x'}\nsink: {null: true}\nworkers: 2\nchunk_size: 1MiB\n")
+    r = run_cli("run", str(job), "--progress", "on", cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    err = r.stderr.decode()
+    assert "\r" in err and "MB/s" in err and "workers" in err and "%" in err
+    assert "64.0 MiB in" in err.splitlines()[-2] or "64.0 MiB in" in err
+    r = run_cli("run", str(job), cwd=str(tmp_path))
+    err = r.stderr.decode()
+    assert "\r" not in err, "no bar when stderr is not a terminal"
+    assert err.startswith("dataflow: 64.0 MiB in")
