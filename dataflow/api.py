@@ -89,13 +89,16 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
     if hasattr(sink, "check"):
         sink.check(source.identities() if hasattr(source, "identities") else [])
     sink.open()
+    it = iter(run)
     try:
-        for piece in run:
+        for piece in it:
             sink.write(piece)
         sink.close()
     except BaseException:
         sink.abort()
         raise
+    finally:
+        it.close()  # teardown now, even when the error was raised outside the generator
     return run.stats
 
 

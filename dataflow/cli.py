@@ -21,7 +21,7 @@ import msgspec
 
 from . import api
 from .config import load_job
-from .errors import DataflowError, Interrupted, UsageError
+from .errors import ConfigError, DataflowError, Interrupted, ResourceError, UsageError
 from .progress import Progress, summary
 from .sinks import BrokenPipe
 
@@ -46,15 +46,25 @@ class _Signals:
             signal.signal(s, h)
 
 
+def _plan(job: Any) -> Any:
+    spec = job.spec
+    try:
+        return api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
+                                 chunk_size=spec.chunk_size,
+                                 max_record_size=job.source.max_record_size)
+    except ResourceError as e:
+        raise ConfigError(str(e), path="memory_limit", file=job.file) from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     job = load_job(args.job, args.set)
     spec = job.spec
-    plan = api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
-                             chunk_size=spec.chunk_size,
-                             max_record_size=job.source.max_record_size)
+    plan = _plan(job)
     if args.explain:
         print(plan.explain())
         return 0
+    if args.stats:
+        _check_writable(args.stats, "--stats")
     total = job.source.size() if hasattr(job.source, "size") else None
     progress = Progress(total, live=None if args.progress == "auto" else args.progress == "on")
     try:
@@ -65,8 +75,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.stats:
-        with open(args.stats, "wb") as f:
-            f.write(msgspec.json.format(msgspec.json.encode(stats), indent=2) + b"\n")
+        try:
+            with open(args.stats, "wb") as f:
+                f.write(msgspec.json.format(msgspec.json.encode(stats), indent=2) + b"\n")
+        except OSError as e:
+            raise DataflowError(f"the job finished but --stats {args.stats} could not be "
+                                f"written: {e.strerror}") from None
     if not args.quiet:
         print(summary(stats), file=sys.stderr)
         for name, result in stats.results.items():
@@ -74,12 +88,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_writable(path: str, what: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{what} {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path)
+                                              and not os.access(path, os.W_OK)):
+        raise UsageError(f"{what} {path}: not writable")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path}: is a directory")
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     job = load_job(args.job, args.set)
-    spec = job.spec
-    plan = api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
-                             chunk_size=spec.chunk_size,
-                             max_record_size=job.source.max_record_size)
+    plan = _plan(job)
     names = ", ".join(s.name for s in job.stages) or "no stages"
     print(f"{args.job}: ok ({names}; {plan.workers} workers, {plan.slots} slots of "
           f"{plan.slot_size} bytes)")

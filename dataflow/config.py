@@ -133,14 +133,16 @@ def _line_of(node: Any, parts: list[str | int]) -> int | None:
             for k, v in node.value:
                 if getattr(k, "value", None) == part:
                     nxt = v
+                    line = k.start_mark.line + 1
                     break
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part < len(node.value):
                 nxt = node.value[part]
         if nxt is None:
             break
+        if isinstance(part, int):
+            line = nxt.start_mark.line + 1
         node = nxt
-        line = node.start_mark.line + 1
     return line
 
 
@@ -149,6 +151,25 @@ def _format_path(parts: list[str | int]) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
     return out
+
+
+_OVERRIDDEN: list[list[str | int]] = []  # paths set by --set in the load under way
+
+
+def _from_override(parts: list[str | int]) -> str | None:
+    for o in _OVERRIDDEN:
+        if parts[:len(o)] == o:
+            return _format_path(o)
+    return None
+
+
+def _error(message: str, parts: list[str | int], node: Any, file: str) -> ConfigError:
+    override = _from_override(parts)
+    if override is not None:
+        return ConfigError(f"{message} (the value comes from --set {override}=...)",
+                           path=_format_path(parts), file=file)
+    return ConfigError(message, path=_format_path(parts), file=file,
+                       line=_line_of(node, parts))
 
 
 def _msgspec_error(e: msgspec.ValidationError, prefix: list[str | int], node: Any,
@@ -174,7 +195,12 @@ def _msgspec_error(e: msgspec.ValidationError, prefix: list[str | int], node: An
     if "got `bool`" in message:
         message += " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
     message = message.replace("Expected", "expected", 1)
-    return ConfigError(message, path=_format_path(parts), file=file, line=_line_of(node, parts))
+    message = message.replace("Object missing required field", "missing required key")
+    if message.startswith("Invalid enum value") and parts == ["workers"]:
+        message = f"expected a positive integer or 'auto', got {message.split(' ', 3)[-1]}"
+    elif message.startswith("Invalid enum value"):
+        message = message.replace("Invalid enum value", "invalid value", 1)
+    return _error(message, parts, node, file)
 
 
 def _known_fields(parts: list[str | int], data: Any) -> list[str]:
@@ -200,6 +226,13 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    kinds = {"sink": ("file", "stdout", "null"), "source": ("file", "stdin", "generate")}
+    if len(parts) >= 2 and parts[0] in kinds and parts[1] in kinds[parts[0]]:
+        section = data.get(parts[0])
+        if isinstance(section, dict):  # --set sink.file=x switches the kind: drop the others
+            for other in kinds[parts[0]]:
+                if other != parts[1]:
+                    section.pop(other, None)
     target: Any = data
     for i, part in enumerate(parts[:-1]):
         nxt_is_index = isinstance(parts[i + 1], int)
@@ -232,8 +265,7 @@ def _size(value: Any, parts: list[str | int], node: Any, file: str) -> int:
     try:
         return parse_size(value)
     except ValueError as e:
-        raise ConfigError(str(e), path=_format_path(parts), file=file,
-                          line=_line_of(node, parts)) from None
+        raise _error(str(e), parts, node, file) from None
 
 
 def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
@@ -261,11 +293,13 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
         stage = cls(**msgspec.structs.asdict(opts))
         if hasattr(stage, "check"):
             stage.check()
-    except (ValueError, TypeError, ImportError, AttributeError, re.error) as e:
+    except re.error as e:
+        raise _error(f"invalid regular expression: {e}", here + ["pattern"], node,
+                     file) from None
+    except (ValueError, TypeError, ImportError, AttributeError) as e:
         field = {"grep": "pattern", "python": "callable"}.get(name)
         parts = here + ([field] if field else [])
-        raise ConfigError(f"{type(e).__name__}: {e}", path=_format_path(parts), file=file,
-                          line=_line_of(node, parts)) from None
+        raise _error(f"{type(e).__name__}: {e}", parts, node, file) from None
     return stage
 
 
@@ -328,8 +362,10 @@ def load_job(path: str, overrides: list[str] = (), text: str | None = None) -> J
             raise ConfigError(f"the job is not UTF-8 text ({e.reason} at byte {e.start})",
                               file=path) from None
     data, node = _parse_yaml(text, path)
+    _OVERRIDDEN.clear()
     for assignment in overrides:
         apply_override(data, assignment)
+        _OVERRIDDEN.append(_split_path(assignment.partition("=")[0].strip()))
     try:
         spec = msgspec.convert(data, JobSpec)
     except msgspec.ValidationError as e:

@@ -78,11 +78,12 @@ def make_plan(*, workers: int, chunk_size: int, memory_limit: int, max_record_si
         slots = min(useful, room // slot_size) if room > 0 else 0
         if slots >= min_slots:
             return Plan(workers, slot_size, slots, memory_limit, prefetch)
-        if slot_size // 2 < floor:
-            need = estimate(workers, max(floor, 1), min_slots)
+        if slot_size <= floor:
+            need = estimate(workers, slot_size, min_slots)
             raise ResourceError(
-                f"memory_limit {format_size(memory_limit)} is too small for {workers} workers: "
-                f"at least {format_size(need)} is needed ({min_slots} slots of "
-                f"{format_size(floor)} plus interpreters); raise memory_limit, lower workers "
-                f"or max_record_size")
-        slot_size //= 2
+                f"memory_limit {format_size(memory_limit)} is too small for {workers} "
+                f"worker{'s' if workers != 1 else ''}: at least {need} bytes "
+                f"({format_size(need)}) are needed ({min_slots} slots of "
+                f"{format_size(slot_size)} plus interpreters); raise memory_limit, lower "
+                f"workers or max_record_size")
+        slot_size = max(slot_size // 2, floor)

@@ -181,17 +181,16 @@ def test_stats_file(tmp_path, small_log):
     assert r.stderr.startswith(b"dataflow: 2.0 MiB in, ")
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py _cmd_run line 68: an unwritable --stats path "
-                   "escapes as FileNotFoundError -> 'internal error' with a traceback, exit 3, "
-                   "after the job already ran")
-def test_unwritable_stats_path_is_a_clean_error(tmp_path, small_log):
+def test_unwritable_stats_path_is_a_usage_error_before_the_job_starts(tmp_path, small_log):
     shutil.copy(ROOT / "configs" / "errors.yaml", tmp_path / "job.yaml")
     r = run_cli("run", "job.yaml", "-q", "--stats", "no-such-dir/stats.json",
                 "--set", f"source.file={small_log}", "--set", "sink.file=out.log",
                 "--set", "workers=1", cwd=str(tmp_path))
     assert_clean_stderr(r.stderr)
-    assert r.returncode in (1, 2)
-    assert b"no-such-dir/stats.json" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == (f"dataflow: error: --stats no-such-dir/stats.json: directory "
+                        f"{tmp_path / 'no-such-dir'} does not exist\n").encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]   # nothing ran
 
 
 # ============================================================================ failures
