@@ -221,6 +221,8 @@ class Contender:
     missing: str = ""     # why it cannot run (tool not installed)
     times: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)   # user+sys of the whole process tree
+    foreign: list[float] = field(default_factory=list)  # other busy CPU s on the machine
+    steal: list[float] = field(default_factory=list)    # CPU s stolen by the hypervisor
     verified: str = ""
     engine: list[dict[str, Any]] = field(default_factory=list)  # dataflow --stats per run
 
@@ -277,6 +279,18 @@ def make_contenders(a: argparse.Namespace, inp: Path, data: Path, tmp: Path,
     return out
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]      # user nice system irq softirq
+    return busy / hz, (v[7] if len(v) > 7 else 0) / hz
+
+
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -288,9 +302,8 @@ def run_once(c: Contender, data: Path) -> tuple[float, float, Path]:
     CPU is user+sys from getrusage(RUSAGE_CHILDREN): it includes grandchildren (workers, grep
     under parallel) once they have been waited for, which they all are by the time we return.
     """
-    dst = data / f"out-{c.key}"
+    dst = data / f"out-{c.key}"  # for dataflow, the sink.file of its job
     if c.key.startswith("dataflow-"):
-        dst = data / f"out-{c.key}"  # named in the job file
         argv = list(c.argv or [])
         stdout = subprocess.DEVNULL
         f = None
@@ -301,6 +314,7 @@ def run_once(c: Contender, data: Path) -> tuple[float, float, Path]:
         stdout = f if f is not None else subprocess.DEVNULL
     try:
         cpu0 = _children_cpu()
+        busy0, steal0 = _machine_cpu()
         t0 = time.perf_counter()
         r = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, env=c.env)
         if c.key == "cat-fsync" and r.returncode == 0:
@@ -309,6 +323,9 @@ def run_once(c: Contender, data: Path) -> tuple[float, float, Path]:
             os.fsync(f.fileno())
         seconds = time.perf_counter() - t0
         cpu = _children_cpu() - cpu0
+        busy1, steal1 = _machine_cpu()
+        c.foreign.append(max(0.0, busy1 - busy0 - cpu))
+        c.steal.append(steal1 - steal0)
     finally:
         if f is not None:
             f.close()
@@ -339,7 +356,8 @@ def timed_rounds(contenders: list[Contender], data: Path, inp: Path, repeat: int
             sec, cpu, dst = run_once(c, data)
             c.times.append(sec)
             c.cpu.append(cpu)
-            print(f"  round {r + 1}/{repeat}  {c.label:<28} {sec:8.3f} s  (cpu {cpu:6.3f} s)",
+            print(f"  round {r + 1}/{repeat}  {c.label:<28} {sec:8.3f} s  (cpu {cpu:6.3f} s, "
+                  f"other {c.foreign[-1]:5.2f} s, steal {c.steal[-1]:4.2f} s)",
                   file=sys.stderr, flush=True)
             if r == 0:
                 if c.family == "passthrough":
@@ -392,8 +410,7 @@ def memory_runs(contenders: list[Contender], data: Path) -> list[dict[str, Any]]
     return results
 
 
-def empty_input_overhead(contenders: list[Contender], data: Path, tmp: Path,
-                         workers: int, memory_limit: str) -> float:
+def empty_input_overhead(data: Path, tmp: Path, workers: int, memory_limit: str) -> float:
     """Fixed cost of `dataflow run` (interpreter, imports, spawning workers) on an empty file."""
     empty = tmp / "empty.log"
     empty.write_bytes(b"")
@@ -504,6 +521,13 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
                          f"{c.median:.3f} s measured; stage_seconds (summed over workers) "
                          f"{stage}; plan {st[0]['workers']} workers, {st[0]['slots']} slots x "
                          f"{format_size(st[0]['slot_size'])}")
+    foreign = [x for c in contenders for x in c.foreign]
+    steal = [x for c in contenders for x in c.steal]
+    wall = sum(x for c in contenders for x in c.times)
+    if foreign:
+        lines.append(f"noise: over all timed runs ({wall:.1f} s), other busy CPU on the machine "
+                     f"{sum(foreign):.1f} s (kernel writeback threads included; max in one run "
+                     f"{max(foreign):.2f} s), hypervisor steal {sum(steal):.2f} s")
     lines.append("[verification, round 1]")
     for c in contenders:
         lines.append(f"{c.label}: {c.missing or c.verified}")
@@ -521,7 +545,8 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
         "repeat": a.repeat,
         "contenders": {c.key: {"label": c.label, "command": c.shell, "times": c.times,
                                "median": c.median, "cpu": c.cpu,
-                               "cpu_median": c.cpu_median, "missing": c.missing or None,
+                               "cpu_median": c.cpu_median,
+                               "other_cpu": c.foreign, "steal": c.steal, "missing": c.missing or None,
                                "mb_per_s": nbytes / c.median / 1e6 if c.median else None,
                                "verified": c.verified or None, "engine_stats": c.engine}
                        for c in contenders},
@@ -565,8 +590,11 @@ def main() -> int:
     a = p.parse_args()
     if a.repeat < 1 or a.workers < 1:
         p.error("--repeat and --workers must be at least 1")
-    size = parse_size(a.size)
-    limit = parse_size(a.memory_limit)
+    try:
+        size = parse_size(a.size)
+        limit = parse_size(a.memory_limit)
+    except ValueError as e:
+        p.error(str(e))
     data = Path(a.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     inp, nbytes = ensure_input(data, size)
@@ -585,14 +613,18 @@ def main() -> int:
         # the host (virtio-balloon free page reporting), the first big allocation after a
         # pause pays for faulting guest memory in again, and would land on round 1's first
         # contender alone
-        warm = data / "out-warmup"
-        with open(warm, "wb") as f:
-            subprocess.run(["cat", str(inp)], stdout=f, check=True)
-        unlink(warm)
-        settle()
-        orders = timed_rounds(contenders, data, inp, a.repeat)
-        memory = memory_runs(contenders, data)
-        overhead = empty_input_overhead(contenders, data, tmp, a.workers, a.memory_limit)
+        try:
+            warm = data / "out-warmup"
+            with open(warm, "wb") as f:
+                subprocess.run(["cat", str(inp)], stdout=f, check=True)
+            unlink(warm)
+            settle()
+            orders = timed_rounds(contenders, data, inp, a.repeat)
+            memory = memory_runs(contenders, data)
+            overhead = empty_input_overhead(data, tmp, a.workers, a.memory_limit)
+        finally:  # a failure or Ctrl-C leaves no multi-GiB output behind
+            for leftover in [*data.glob("out-*"), data / "ref-grep"]:
+                unlink(leftover)
         text, result = build_report(a, contenders, nbytes, memory, limit, overhead)
         result["orders"] = orders
     print()
