@@ -30,6 +30,7 @@ import signal
 import sys
 import time
 from collections import deque
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any, Iterator
 
@@ -179,6 +180,9 @@ class Run:
         self._last_sample = now
         total = 0
         pids = [os.getpid()] + [p.pid for p in self.procs.values()]
+        tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+        if tracker:  # spawn's helper process is part of our tree's memory too
+            pids.append(tracker)
         for pid in pids:
             proc = self._psutil.get(pid)
             try:

@@ -15,8 +15,6 @@ import mmap
 import os
 import secrets
 
-import psutil
-
 from .errors import ResourceError
 from .sizes import format_size
 
@@ -98,6 +96,8 @@ class Arena:
 
 
 def _owner_alive(name: str) -> bool:
+    import psutil  # here, not at the top: workers import this module and never need it
+
     try:
         pid = int(name[len(PREFIX):].split("-", 1)[0])
     except ValueError:
