@@ -210,7 +210,6 @@ class Run:
             for i in range(plan.workers):
                 self._start_worker(i)
             actions: deque[Any] = deque(sched.start())
-            by_conn: dict[Connection, int] = {}
             finished = False
             while True:
                 while actions:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob as globmod
 import os
-import sys
 from typing import Iterator
 
 from .errors import RecordTooLongError, SourceError
@@ -289,8 +288,8 @@ class ChunkReader:
                 raise RecordTooLongError(
                     f"a record is longer than max_record_size ({format_size(capacity)}) at "
                     f"{self.source.where(self.offset)}; raise max_record_size or check the "
-                    f"delimiter", file=getattr(self.source, "paths", [""])[0] if getattr(
-                        self.source, "paths", None) else "", offset=self.offset) from None
+                    f"delimiter", file=self.source.where(self.offset).rsplit(": byte", 1)[0],
+                    offset=self.offset) from None
             if cut:
                 break
             target = capacity  # no record end yet: read on, up to the largest record

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import sys
 import time
 import traceback
 from collections import deque
@@ -193,4 +192,3 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
         w.stages.clear()
         arena.close()
         conn.close()
-        sys.stdout.flush()
