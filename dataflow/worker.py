@@ -11,6 +11,8 @@ Rules:
   one before it can take our piece (see scheduler.py).
 - Output that is the input view itself is reported in place (no copy). Otherwise it is copied
   into the output slot, in slot-sized pieces when larger, each acknowledged before the next.
+  A transform may return a list of bytes-like parts (slices of its input, say): they are
+  copied one after the other, with no join.
 - An exception in a stage is reported as data (type, message, traceback), never pickled.
 """
 from __future__ import annotations
@@ -99,6 +101,8 @@ class Worker:
                 summaries.append(info.summary)
                 if data is None:
                     data = b""
+                elif isinstance(data, list) and i + 1 < len(self.stages):
+                    data = b"".join(data)  # a gather list feeds the next stage as one buffer
             if not any(s is not None for s in summaries):
                 summaries = []
             if data is view:
@@ -106,8 +110,6 @@ class Worker:
             else:
                 self.emit(task.seq, task.out_slot, data, summaries, seconds)
         finally:
-            if data is not view and isinstance(data, memoryview):
-                data.release()
             view.release()
 
     def run_flush(self, task: M.Flush) -> None:
@@ -119,6 +121,8 @@ class Worker:
             try:
                 if out:
                     out = stage.transform(memoryview(out), info) or b""
+                    if isinstance(out, list):
+                        out = b"".join(out)
                 more = stage.flush() or b""
             except Exception as e:
                 self.fail(task.seq, i, _name(stage), e)
@@ -128,20 +132,27 @@ class Worker:
 
     def emit(self, seq: int, slot: int, data: Any, summaries: list[Any],
              seconds: list[float]) -> None:
-        with memoryview(data) as mv, mv.cast("B") as out:
-            size = self.arena.slot_size
-            dest = self.arena.view(slot)
-            try:
-                while len(out) > size:
-                    dest[:] = out[:size]
-                    self.send(M.Piece(seq, slot, size))
-                    self.wait_ack(seq)
-                    out = out[size:]
-                n = len(out)
-                dest[:n] = out
-            finally:
-                dest.release()
-        self.send(M.Done(seq, slot, n, summaries, seconds))
+        """Copy `data` (bytes-like, or a list of them to concatenate) into `slot`; a slot that
+        fills while more output follows goes out as a Piece, acknowledged before reuse."""
+        parts = data if isinstance(data, list) else [data]
+        size = self.arena.slot_size
+        dest = self.arena.view(slot)
+        pos = 0
+        try:
+            for part in parts:
+                with memoryview(part) as mv, mv.cast("B") as out:
+                    while len(out):
+                        if pos == size:
+                            self.send(M.Piece(seq, slot, size))
+                            self.wait_ack(seq)
+                            pos = 0
+                        n = min(len(out), size - pos)
+                        dest[pos:pos + n] = out[:n]
+                        pos += n
+                        out = out[n:]
+        finally:
+            dest.release()
+        self.send(M.Done(seq, slot, pos, summaries, seconds))
 
     def wait_ack(self, seq: int) -> None:
         while True:

@@ -6,13 +6,16 @@ Rules:
 - A line is the bytes up to and including the delimiter (newline by default); a match never
   spans two lines, as in grep: a candidate match that crosses a delimiter is re-checked within
   its own line.
-- The chunk is scanned with one C-level search per matching line, so the cost grows with the
-  number of matches, not the number of lines; runs of kept lines are copied as one slice.
+- The chunk is scanned in place with one C-level search per matching line, so the cost grows
+  with the number of matches, not the number of lines. The output is a list of slices of the
+  input (runs of kept lines), copied once into the output slot; a chunk with nothing to drop
+  is passed through untouched.
 - Each chunk's summary counts lines kept and lines dropped; the stage's result sums them.
 """
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 
@@ -37,6 +40,7 @@ class Grep(Transform):
         self.fixed = fixed
         self.delimiter = delimiter.encode("utf-8", "surrogateescape")
         self._re = self.compile()
+        self._delim_re = re.compile(re.escape(self.delimiter))
 
     def compile(self) -> re.Pattern[bytes]:
         raw = self.pattern.encode("utf-8", "surrogateescape")
@@ -45,44 +49,59 @@ class Grep(Transform):
         flags = re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0)
         return re.compile(raw, flags)
 
-    def transform(self, data: memoryview, chunk: ChunkInfo) -> bytes:
-        buf = bytes(data)
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
         search = self._re.search
+        find_delim = self._delim_re.search
         d = self.delimiter
         dl = len(d)
-        end = len(buf)
-        keep: list[bytes] = []
-        run_start = 0        # start of the current run of output (invert: lines not matching)
+        end = len(data)
+        ranges: list[tuple[int, int]] = []   # output ranges of `data`, in order
+        run_start = 0        # invert: start of the current run of lines that do not match
         pos = 0
         matched = 0
         while pos < end:
-            m = search(buf, pos)
+            m = search(data, pos)
             if m is None:
                 break
             ms = m.start()
             if ms >= end:
                 break
-            ls = buf.rfind(d, pos, ms) if ms > pos else -1
-            ls = pos if ls < 0 else ls + dl
-            le = buf.find(d, ms)
-            le = end if le < 0 else le
-            hit = m.end() <= le or search(buf, ls, le) is not None
+            ls = self._line_start(data, pos, ms)
+            nl = find_delim(data, ms)
+            le = end if nl is None else nl.start()
+            hit = m.end() <= le or search(data, ls, le) is not None
             nxt = le + dl if le < end else end
             if hit:
                 matched += 1
                 if self.invert:
                     if ls > run_start:
-                        keep.append(buf[run_start:ls])
+                        ranges.append((run_start, ls))
                     run_start = nxt
+                elif ranges and ranges[-1][1] == ls:
+                    ranges[-1] = (ranges[-1][0], nxt)   # adjacent matching lines: one range
                 else:
-                    keep.append(buf[ls:nxt])
+                    ranges.append((ls, nxt))
             pos = nxt
-        if self.invert and run_start < end:
-            keep.append(buf[run_start:])
         chunk.summary = matched
-        if self.invert and not matched:
-            return buf
-        return b"".join(keep)
+        if self.invert:
+            if not matched:
+                return data          # nothing dropped: the input is the output, no copy
+            if run_start < end:
+                ranges.append((run_start, end))
+        return [data[a:b] for a, b in ranges]
+
+    def _line_start(self, data: memoryview, lo: int, at: int) -> int:
+        """Start of the line holding `at` (not before `lo`): a short backwards look."""
+        d = self.delimiter
+        window = 512
+        while True:
+            start = max(lo, at - window)
+            i = bytes(data[start:at]).rfind(d)
+            if i >= 0:
+                return start + i + len(d)
+            if start == lo:
+                return lo
+            window *= 4
 
     def initial(self) -> int:
         return 0
