@@ -134,17 +134,15 @@ class Run:
             target=worker_module.main, name=f"dataflow-worker-{index}",
             args=(child, self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
                   os.getpid()))
-        # the child inherits an ignored SIGINT from the very start (before our code runs)
-        try:
-            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        except ValueError:  # not the main thread: the worker ignores it itself, a bit later
-            old = None
+        # SIGINT is blocked while the child starts: it inherits the mask, so a Ctrl-C cannot
+        # interrupt its bootstrap (the worker ignores SIGINT, then unblocks it), and for us the
+        # signal stays pending and is delivered the moment the mask is restored
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             with _main_module_hidden_unless_needed(self.specs):
                 p.start()
         finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         child.close()
         self.procs[index] = _Proc(p, parent)
 
@@ -207,6 +205,9 @@ class Run:
         try:
             self.arena = Arena.create(plan.slots, plan.slot_size)
             self.source.open()
+            # spawn starts this helper on first use and unblocks SIGINT around it, which would
+            # undo the mask _start_worker relies on: start it first
+            resource_tracker.ensure_running()
             for i in range(plan.workers):
                 self._start_worker(i)
             actions: deque[Any] = deque(sched.start())

@@ -180,7 +180,8 @@ def _name(stage: Any) -> str:
 def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
          parent_pid: int) -> None:
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # also drops a Ctrl-C pending since birth
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by our parent
     _die_with_parent(parent_pid)
     arena = Arena.attach(arena_name, slots, slot_size)
     w = Worker(conn, arena, [])
