@@ -12,6 +12,7 @@ Rules:
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import re
 from typing import Any, Literal
@@ -153,11 +154,13 @@ def _format_path(parts: list[str | int]) -> str:
     return out
 
 
-_OVERRIDDEN: list[list[str | int]] = []  # paths set by --set in the load under way
+# paths set by --set in the load under way (a context variable: loads in threads don't mix)
+_OVERRIDDEN: contextvars.ContextVar[tuple[list[str | int], ...]] = contextvars.ContextVar(
+    "dataflow_overridden", default=())
 
 
 def _from_override(parts: list[str | int]) -> str | None:
-    for o in _OVERRIDDEN:
+    for o in _OVERRIDDEN.get():
         if parts[:len(o)] == o:
             return _format_path(o)
     return None
@@ -362,24 +365,27 @@ def load_job(path: str, overrides: list[str] = (), text: str | None = None) -> J
             raise ConfigError(f"the job is not UTF-8 text ({e.reason} at byte {e.start})",
                               file=path) from None
     data, node = _parse_yaml(text, path)
-    _OVERRIDDEN.clear()
     for assignment in overrides:
         apply_override(data, assignment)
-        _OVERRIDDEN.append(_split_path(assignment.partition("=")[0].strip()))
+    token = _OVERRIDDEN.set(tuple(_split_path(a.partition("=")[0].strip()) for a in overrides))
+    try:
+        return _validate(data, node, path)
+    finally:
+        _OVERRIDDEN.reset(token)
+
+
+def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
     try:
         spec = msgspec.convert(data, JobSpec)
     except msgspec.ValidationError as e:
         raise _msgspec_error(e, [], node, path, data) from None
     for key in ("memory_limit", "chunk_size"):
         if _size(getattr(spec, key), [key], node, path) < 1:
-            raise ConfigError("must be at least 1 byte", path=key, file=path,
-                              line=_line_of(node, [key]))
+            raise _error("must be at least 1 byte", [key], node, path)
     if isinstance(spec.workers, int) and spec.workers < 1:
-        raise ConfigError("must be at least 1 (or 'auto')", path="workers", file=path,
-                          line=_line_of(node, ["workers"]))
+        raise _error("must be at least 1 (or 'auto')", ["workers"], node, path)
     if spec.max_attempts < 1:
-        raise ConfigError("must be at least 1", path="max_attempts", file=path,
-                          line=_line_of(node, ["max_attempts"]))
+        raise _error("must be at least 1", ["max_attempts"], node, path)
     source = _build_source(spec.source, node, path)
     stages = [_build_stage(i, entry, node, path) for i, entry in enumerate(spec.stages)]
     sink = _build_sink(spec.sink, node, path)

@@ -116,9 +116,10 @@ class Run:
         self.progress = progress
         self.ctx = mp.get_context(start_method)
         self.max_attempts = max_attempts
+        self.stage_keys = [f"{i}:{s.name}" for i, s in enumerate(stages)]  # stats keys
         self.stats = Stats(workers=plan.workers, slots=plan.slots, slot_size=plan.slot_size,
                            memory_limit=plan.memory_limit,
-                           stage_seconds={f"{i}:{s.name}": 0.0 for i, s in enumerate(stages)})
+                           stage_seconds=dict.fromkeys(self.stage_keys, 0.0))
         self.specs = msgspec.msgpack.encode([s.spec() for s in stages])
         self.folds = [s.initial() for s in stages]
         self.procs: dict[int, _Proc] = {}
@@ -283,8 +284,8 @@ class Run:
                     if self.arena is not None:
                         self.arena.close()
                         self.arena = None
-        self.stats.results = {f"{i}:{s.name}": s.result(acc)
-                              for i, (s, acc) in enumerate(zip(self.stages, self.folds))
+        self.stats.results = {key: s.result(acc)
+                              for key, s, acc in zip(self.stage_keys, self.stages, self.folds)
                               if type(s).fold is not Transform.fold}
 
     def _read(self, reader: ChunkReader, slot: int) -> S.Event:
@@ -313,8 +314,7 @@ class Run:
             while conn.poll():
                 msg = M.from_worker_decoder.decode(conn.recv_bytes())
                 if isinstance(msg, M.Done):
-                    for i, sec in enumerate(msg.seconds):
-                        key = f"{i}:{self.stages[i].name}"
+                    for key, sec in zip(self.stage_keys, msg.seconds):
                         self.stats.stage_seconds[key] += sec
                     actions.extend(sched.handle(S.ChunkDone(w, msg.seq, msg.slot, msg.length,
                                                             msg.summaries or None)))

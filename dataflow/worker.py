@@ -101,8 +101,8 @@ class Worker:
                 summaries.append(info.summary)
                 if data is None:
                     data = b""
-                elif isinstance(data, list) and i + 1 < len(self.stages):
-                    data = b"".join(data)  # a gather list feeds the next stage as one buffer
+                elif i + 1 < len(self.stages):
+                    data = _one_buffer(data)  # the next stage gets one buffer
             if not any(s is not None for s in summaries):
                 summaries = []
             if data is view:
@@ -120,9 +120,7 @@ class Worker:
             info.seq, info.offset, info.length = task.seq, -1, len(out)
             try:
                 if out:
-                    out = stage.transform(memoryview(out), info) or b""
-                    if isinstance(out, list):
-                        out = b"".join(out)
+                    out = _one_buffer(stage.transform(memoryview(out), info) or b"")
                 more = stage.flush() or b""
             except Exception as e:
                 self.fail(task.seq, i, _name(stage), e)
@@ -171,6 +169,11 @@ class Worker:
     def fail(self, seq: int, index: int, name: str, exc: BaseException) -> None:
         tb = "".join(traceback.format_exception(exc))
         self.send(M.Failed(seq, index, name, type(exc).__qualname__, str(exc), tb))
+
+
+def _one_buffer(data: Any) -> Any:
+    """A transform's output as one bytes-like object: a gather list is joined."""
+    return b"".join(data) if isinstance(data, list) else data
 
 
 def _name(stage: Any) -> str:
