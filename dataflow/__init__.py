@@ -12,7 +12,9 @@ from .sinks import FileSink, NullSink, StdoutSink
 from .sources import FileSource, GenerateSource, StdinSource
 from .streams import ChunkInfo, Readable, Transform, Writable
 
-_BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunction": "python"}
+_BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunction": "python",
+                       "Gzip": "gzip", "Bgzf": "bgzf", "Zstd": "zstd", "Bz2": "bz2", "Xz": "xz",
+                       "Lz4": "lz4"}
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ def resolve_workers(workers: int | str) -> int:
 
 def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
                   chunk_size: int | str = DEFAULT_CHUNK_SIZE, max_record_size: int | str = 0,
-                  prefetch: int = 2) -> Plan:
+                  prefetch: int = 2, context: int = 0) -> Plan:
     try:
         chunk = parse_size(chunk_size)
         limit = parse_size(memory_limit)
@@ -47,14 +47,23 @@ def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFA
     if chunk < 1:
         raise UsageError("chunk_size must be at least 1 byte")
     return make_plan(workers=resolve_workers(workers), chunk_size=chunk, memory_limit=limit,
-                     max_record_size=record, prefetch=prefetch)
+                     max_record_size=record, prefetch=prefetch, context=context)
 
 
-def _check_stages(stages: tuple[Any, ...]) -> list[Transform]:
+def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
+    """Every stage is a Transform; only the last may write a container header or trailer."""
     for i, s in enumerate(stages):
         if not isinstance(s, Transform):
             raise UsageError(f"stage {i} ({s!r}) is not a dataflow.Transform")
+        if i + 1 < len(stages) and s.frames_output():
+            raise UsageError(f"stages[{i}] ({s.name}) writes a container header and trailer, "
+                             f"so it must be the last stage")
     return list(stages)
+
+
+def context_size(stages: list[Transform]) -> int:
+    """Bytes of preceding stream the first stage wants with each chunk (0 for none)."""
+    return max(0, int(getattr(stages[0], "context", 0))) if stages else 0
 
 
 def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_limit: int | str,
@@ -62,9 +71,10 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
          progress: Any, start_method: str, max_attempts: int = 4) -> Run:
     record = max_record_size if max_record_size is not None else getattr(
         source, "max_record_size", 0)
+    checked = check_stages(stages)
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
-                         max_record_size=record)
-    return Run(source, _check_stages(stages), plan, ordered=ordered,
+                         max_record_size=record, context=context_size(checked))
+    return Run(source, checked, plan, ordered=ordered,
                chunk_size=parse_size(chunk_size), progress=progress,
                start_method=start_method, max_attempts=max_attempts)
 

@@ -51,7 +51,8 @@ def _plan(job: Any) -> Any:
     try:
         return api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
                                  chunk_size=spec.chunk_size,
-                                 max_record_size=job.source.max_record_size)
+                                 max_record_size=job.source.max_record_size,
+                                 context=api.context_size(job.stages))
     except ResourceError as e:
         raise ConfigError(str(e), path="memory_limit", file=job.file) from None
 

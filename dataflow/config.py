@@ -300,7 +300,8 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
         raise _error(f"invalid regular expression: {e}", here + ["pattern"], node,
                      file) from None
     except (ValueError, TypeError, ImportError, AttributeError) as e:
-        field = {"grep": "pattern", "python": "callable"}.get(name)
+        field = {"grep": "pattern", "python": "callable", "gzip": "backend",
+                 "bgzf": "backend"}.get(name)
         parts = here + ([field] if field else [])
         raise _error(f"{type(e).__name__}: {e}", parts, node, file) from None
     return stage
@@ -388,6 +389,10 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         raise _error("must be at least 1", ["max_attempts"], node, path)
     source = _build_source(spec.source, node, path)
     stages = [_build_stage(i, entry, node, path) for i, entry in enumerate(spec.stages)]
+    for i, stage in enumerate(stages[:-1]):
+        if stage.frames_output():
+            raise _error(f"{stage.name} writes a container header and trailer, so it must be "
+                         f"the last stage", ["stages", i], node, path)
     sink = _build_sink(spec.sink, node, path)
     return Job(spec, source, stages, sink, path)
 

@@ -112,7 +112,7 @@ class Run:
         self.stages = stages
         self.plan = plan
         self.ordered = ordered
-        self.chunk_size = min(chunk_size or plan.slot_size, plan.slot_size)
+        self.chunk_size = min(chunk_size or plan.capacity, plan.capacity)
         self.progress = progress
         self.ctx = mp.get_context(start_method)
         self.max_attempts = max_attempts
@@ -134,7 +134,7 @@ class Run:
         p = self.ctx.Process(
             target=worker_module.main, name=f"dataflow-worker-{index}",
             args=(child, self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
-                  os.getpid()))
+                  os.getpid(), self.plan.context))
         # SIGINT is blocked while the child starts: it inherits the mask, so a Ctrl-C cannot
         # interrupt its bootstrap (the worker ignores SIGINT, then unblocks it), and for us the
         # signal stays pending and is delivered the moment the mask is restored
@@ -202,7 +202,9 @@ class Run:
                             flush=any(getattr(s, "flushes", False) for s in self.stages))
         framer = Framer(self.source.delimiter if self.source.split == "lines" else None)
         reader = ChunkReader(self.source, framer=framer, chunk_size=self.chunk_size,
-                             max_record_size=plan.slot_size)
+                             max_record_size=plan.capacity, context=plan.context)
+        last = self.stages[-1] if self.stages else None
+        framing = last is not None and last.frames_output()
         try:
             self.arena = Arena.create(plan.slots, plan.slot_size)
             self.source.open()
@@ -213,6 +215,9 @@ class Run:
                 self._start_worker(i)
             actions: deque[Any] = deque(sched.start())
             finished = False
+            if framing and (header := last.header()):
+                self.stats.bytes_out += len(header)
+                yield memoryview(header)
             while True:
                 while actions:
                     a = actions.popleft()
@@ -271,6 +276,9 @@ class Run:
                     self.progress.update(self, sched)
             self.stats.chunks = sched.chunks_written
             self.stats.retries = sched.retries
+            if framing and (trailer := last.trailer(last.result(self.folds[-1]))):
+                self.stats.bytes_out += len(trailer)
+                yield memoryview(trailer)
         finally:
             self.stats.wall_seconds = time.monotonic() - started
             try:
@@ -291,8 +299,13 @@ class Run:
     def _read(self, reader: ChunkReader, slot: int) -> S.Event:
         assert self.arena is not None
         offset = reader.offset
+        plan = self.plan
         with self.arena.view(slot) as view:
-            n = reader.fill(self.arena.map, self.arena.offset(slot), view)
+            if plan.context:
+                with view[:plan.capacity] as data, view[plan.capacity:] as context:
+                    n = reader.fill(self.arena.map, self.arena.offset(slot), data, context)
+            else:
+                n = reader.fill(self.arena.map, self.arena.offset(slot), view)
         if n == 0:
             return S.SourceExhausted(slot)
         self.stats.bytes_in += n

@@ -14,6 +14,9 @@ Solved for `slots`:  slots = (limit - COORDINATOR - workers * (WORKER + SCRATCH 
 ahead and reorder room). If fewer than `min_slots` fit, the slot size is halved (never below
 the largest record, `max_record_size`) until they do; if they never do, the limit is too small
 and the error says how much is needed. `dataflow run --explain` prints this derivation.
+
+A first stage that asks for `context` (pigz-style gzip primes each chunk with the 32 KiB
+before it) gets that many bytes more per slot: the source copies them behind the chunk.
 """
 from __future__ import annotations
 
@@ -35,6 +38,12 @@ class Plan:
     slots: int
     memory_limit: int
     prefetch: int
+    context: int = 0  # bytes at the end of each slot for the preceding stream bytes
+
+    @property
+    def capacity(self) -> int:
+        """The largest chunk a slot holds."""
+        return self.slot_size - self.context
 
     @property
     def arena_size(self) -> int:
@@ -56,7 +65,8 @@ class Plan:
             f"{format_size(self.slot_size)}",
             f"  planned total        {format_size(self.estimate()):>12}",
             f"workers {self.workers}, prefetch {self.prefetch} tasks per worker, "
-            f"chunks of up to {format_size(self.slot_size)}",
+            f"chunks of up to {format_size(self.capacity)}"
+            + (f" (+ {format_size(self.context)} of context)" if self.context else ""),
         ])
 
 
@@ -65,20 +75,21 @@ def estimate(workers: int, slot_size: int, slots: int) -> int:
 
 
 def make_plan(*, workers: int, chunk_size: int, memory_limit: int, max_record_size: int = 0,
-              prefetch: int = 2) -> Plan:
+              prefetch: int = 2, context: int = 0) -> Plan:
     """Choose slot size and count; raise ResourceError when the limit cannot hold the job."""
     if workers < 1:
         raise ResourceError("at least one worker is needed")
-    slot_size = max(chunk_size, max_record_size, 1)
-    floor = max(max_record_size, min(MIN_SLOT, slot_size))
+    capacity = max(chunk_size, max_record_size, 1)
+    floor = max(max_record_size, min(MIN_SLOT, capacity))
     useful = workers * (2 * prefetch + 2) + 2
     min_slots = min(useful, 2 * workers + 2)
     while True:
+        slot_size = capacity + context
         room = memory_limit - COORDINATOR - workers * (WORKER + SCRATCH * slot_size)
         slots = min(useful, room // slot_size) if room > 0 else 0
         if slots >= min_slots:
-            return Plan(workers, slot_size, slots, memory_limit, prefetch)
-        if slot_size <= floor:
+            return Plan(workers, slot_size, slots, memory_limit, prefetch, context)
+        if capacity <= floor:
             need = estimate(workers, slot_size, min_slots)
             raise ResourceError(
                 f"memory_limit {format_size(memory_limit)} is too small for {workers} "
@@ -86,4 +97,4 @@ def make_plan(*, workers: int, chunk_size: int, memory_limit: int, max_record_si
                 f"({format_size(need)}) are needed ({min_slots} slots of "
                 f"{format_size(slot_size)} plus interpreters); raise memory_limit, lower "
                 f"workers or max_record_size")
-        slot_size = max(slot_size // 2, floor)
+        capacity = max(capacity // 2, floor)

@@ -13,6 +13,12 @@ STAGES: dict[str, str] = {
     "passthrough": "workers.passthrough:Passthrough",
     "grep": "workers.grep:Grep",
     "python": "workers.python:PythonFunction",
+    "gzip": "workers.compress:Gzip",
+    "bgzf": "workers.compress:Bgzf",
+    "zstd": "workers.compress:Zstd",
+    "bz2": "workers.compress:Bz2",
+    "xz": "workers.compress:Xz",
+    "lz4": "workers.compress:Lz4",
 }
 
 

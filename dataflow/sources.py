@@ -255,19 +255,30 @@ class ChunkReader:
     """Cuts a Readable into chunks that end on record boundaries, reading into slots.
 
     The partial record after a cut is carried (copied, it is short) to the next chunk.
+    With `context` > 0, the last `context` bytes of the stream before each chunk are kept
+    (a copy of at most that many bytes per chunk) and handed over with it.
     """
 
-    def __init__(self, source, *, framer: Framer, chunk_size: int, max_record_size: int):
+    def __init__(self, source, *, framer: Framer, chunk_size: int, max_record_size: int,
+                 context: int = 0):
         self.source = source
         self.framer = framer
         self.chunk_size = chunk_size
         self.max_record_size = max_record_size
+        self.context = context
         self.offset = 0            # stream offset of the next chunk
         self.carry = b""
+        self.tail = b""            # the last `context` bytes before `offset`
         self.eof = False
 
-    def fill(self, findable, base: int, view: memoryview) -> int:
-        """Fill `view` (a whole slot at `findable[base:]`); return the chunk length, 0 at end."""
+    def fill(self, findable, base: int, view: memoryview,
+             context_view: memoryview | None = None) -> int:
+        """Fill `view` (a slot at `findable[base:]`); return the chunk length, 0 at end.
+
+        `context_view` (when the job wants context) receives the stream bytes just before the
+        chunk, right-aligned: its last `min(context, offset)` bytes."""
+        if context_view is not None and self.tail:
+            context_view[len(context_view) - len(self.tail):] = self.tail
         n = len(self.carry)
         if n:
             view[:n] = self.carry
@@ -295,4 +306,9 @@ class ChunkReader:
             target = capacity  # no record end yet: read on, up to the largest record
         self.carry = bytes(view[cut:n])
         self.offset += cut
+        if self.context:
+            if cut >= self.context:
+                self.tail = bytes(view[cut - self.context:cut])
+            else:
+                self.tail = (self.tail + bytes(view[:cut]))[-self.context:]
         return cut

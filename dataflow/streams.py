@@ -6,6 +6,10 @@
   chunk, `flush()` once per worker at end of stream. It may leave a small per-chunk summary in
   `chunk.summary`; the sink combines summaries in order with `fold(acc, summary)`, starting
   from `initial()`, and `result(acc)` gives the stage's final result (reported in the stats).
+  The last stage may wrap the output in a container: `header()` is written before the first
+  byte and `trailer(result)` after the last (a gzip header, and a trailer with the CRC that
+  the fold combined). A first stage may ask for `context`: up to that many bytes of the stream
+  just before each chunk, handed over by the source in `chunk.context` (pigz-style priming).
 - A **Writable** consumes bytes in order in the coordinator: `open()`, `write(data)`,
   `close()` to commit, `abort()` to drop everything written (called instead of close on error).
 
@@ -22,7 +26,7 @@ import msgspec
 class ChunkInfo:
     """What a transform knows about the chunk it is given. Reused per worker: do not keep it."""
 
-    __slots__ = ("seq", "offset", "length", "attempt", "summary")
+    __slots__ = ("seq", "offset", "length", "attempt", "summary", "context")
 
     def __init__(self) -> None:
         self.seq = 0
@@ -30,6 +34,8 @@ class ChunkInfo:
         self.length = 0
         self.attempt = 1
         self.summary: Any = None
+        # the stream's bytes just before this chunk (first stage only, when it asks for them)
+        self.context: memoryview | None = None
 
 
 @runtime_checkable
@@ -58,6 +64,9 @@ class Transform:
 
     name = "transform"
     flushes = False  # True when flush() may return output; set automatically for overrides
+    # bytes of the stream before each chunk this transform wants in `chunk.context`; honoured
+    # for the first stage only (its input is the source's bytes), elsewhere context is None
+    context = 0
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Transform":
         self = super().__new__(cls)
@@ -88,6 +97,20 @@ class Transform:
 
     def result(self, acc: Any) -> Any:
         return acc
+
+    # container framing, written by the sink around the output (last stage only)
+    def header(self) -> bytes | None:
+        """Bytes written before the first output byte (a container header)."""
+        return None
+
+    def trailer(self, result: Any) -> bytes | None:
+        """Bytes written after the last output byte, given this stage's `result(acc)`."""
+        return None
+
+    @classmethod
+    def frames_output(cls) -> bool:
+        """True when this transform writes a header or trailer (so it must be the last stage)."""
+        return cls.header is not Transform.header or cls.trailer is not Transform.trailer
 
     def spec(self) -> dict[str, Any]:
         """How a worker rebuilds this transform: class reference plus constructor arguments."""

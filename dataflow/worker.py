@@ -49,10 +49,11 @@ class _Stop(Exception):
 
 
 class Worker:
-    def __init__(self, conn: Connection, arena: Arena, stages: list[Any]):
+    def __init__(self, conn: Connection, arena: Arena, stages: list[Any], context: int = 0):
         self.conn = conn
         self.arena = arena
         self.stages = stages
+        self.context = context  # bytes at the end of each input slot: the stream before it
         self.queue: deque[M.Task | M.Flush] = deque()
         self.info = ChunkInfo()
         self.encode = M.from_worker_encoder.encode
@@ -85,11 +86,17 @@ class Worker:
         info.seq, info.offset, info.length, info.attempt = (task.seq, task.offset, task.length,
                                                             task.attempt)
         view = self.arena.view(task.slot, task.length)
+        if self.context:
+            size = min(self.context, task.offset)
+            info.context = self.arena.view(task.slot, size, self.arena.slot_size - size)
         data: Any = view
         summaries: list[Any] = []
         seconds: list[float] = []
         try:
             for i, stage in enumerate(self.stages):
+                if i == 1 and info.context is not None:
+                    info.context.release()
+                    info.context = None
                 info.summary = None
                 t0 = time.perf_counter()
                 try:
@@ -111,6 +118,9 @@ class Worker:
                 self.emit(task.seq, task.out_slot, data, summaries, seconds)
         finally:
             view.release()
+            if info.context is not None:
+                info.context.release()
+                info.context = None
 
     def run_flush(self, task: M.Flush) -> None:
         out = b""
@@ -181,13 +191,13 @@ def _name(stage: Any) -> str:
 
 
 def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
-         parent_pid: int) -> None:
+         parent_pid: int, context: int = 0) -> None:
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # also drops a Ctrl-C pending since birth
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by our parent
     _die_with_parent(parent_pid)
     arena = Arena.attach(arena_name, slots, slot_size)
-    w = Worker(conn, arena, [])
+    w = Worker(conn, arena, [], context)
     try:
         import msgspec
 
