@@ -14,7 +14,7 @@ from .streams import ChunkInfo, Readable, Transform, Writable
 
 _BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunction": "python",
                        "Gzip": "gzip", "Bgzf": "bgzf", "Zstd": "zstd", "Bz2": "bz2", "Xz": "xz",
-                       "Lz4": "lz4"}
+                       "Lz4": "lz4", "Decompress": "decompress"}
 
 
 def __getattr__(name: str) -> Any:

@@ -74,8 +74,15 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
     checked = check_stages(stages)
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
                          max_record_size=record, context=context_size(checked))
+    chunk = parse_size(chunk_size)
+    if checked and getattr(checked[0], "name", None) == "decompress":
+        from .decoding import COMPRESSED_CHUNK_DIVISOR, MemberSource, prepare
+
+        source, checked = prepare(source, checked, plan.capacity)
+        if isinstance(source, MemberSource):  # chunks of compressed input expand: cut smaller
+            chunk = max(chunk // COMPRESSED_CHUNK_DIVISOR, 1)
     return Run(source, checked, plan, ordered=ordered,
-               chunk_size=parse_size(chunk_size), progress=progress,
+               chunk_size=chunk, progress=progress,
                start_method=start_method, max_attempts=max_attempts)
 
 

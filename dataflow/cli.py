@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=_cmd_sample)
 
+    from .cli_compress import add_parsers
+    add_parsers(sub)
+
     c = sub.add_parser("cleanup", help="remove shared memory left by dead dataflow processes")
     c.set_defaults(func=_cmd_cleanup)
     return p

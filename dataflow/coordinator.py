@@ -200,7 +200,10 @@ class Run:
         sched = S.Scheduler(plan.slots, plan.workers, ordered=self.ordered,
                             prefetch=plan.prefetch, max_attempts=self.max_attempts,
                             flush=any(getattr(s, "flushes", False) for s in self.stages))
-        framer = Framer(self.source.delimiter if self.source.split == "lines" else None)
+        if hasattr(self.source, "framer"):  # a source with its own cut points (members)
+            framer = self.source.framer()
+        else:
+            framer = Framer(self.source.delimiter if self.source.split == "lines" else None)
         reader = ChunkReader(self.source, framer=framer, chunk_size=self.chunk_size,
                              max_record_size=plan.capacity, context=plan.context)
         last = self.stages[-1] if self.stages else None

@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "bz2": "workers.compress:Bz2",
     "xz": "workers.compress:Xz",
     "lz4": "workers.compress:Lz4",
+    "decompress": "workers.decompress:Decompress",
 }
 
 

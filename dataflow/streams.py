@@ -67,6 +67,9 @@ class Transform:
     # bytes of the stream before each chunk this transform wants in `chunk.context`; honoured
     # for the first stage only (its input is the source's bytes), elsewhere context is None
     context = 0
+    # False for stages that take any bytes (compressors, passthrough): their chunks may be cut
+    # anywhere, e.g. at the member boundaries of a compressed input decoded in parallel
+    needs_records = True
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Transform":
         self = super().__new__(cls)

@@ -13,6 +13,9 @@ Rules:
   into the output slot, in slot-sized pieces when larger, each acknowledged before the next.
   A transform may return a list of bytes-like parts (slices of its input, say): they are
   copied one after the other, with no join.
+- A transform may return an iterator of parts instead (a decoder that produces its output as
+  it goes): the parts are pulled one at a time while copying, so the whole output never sits
+  in memory, and an error raised while pulling is that stage's error.
 - An exception in a stage is reported as data (type, message, traceback), never pickled.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from . import messages as M
+from .errors import DataflowError
 from .registry import build
 from .shm import Arena
 from .streams import ChunkInfo
@@ -101,15 +105,15 @@ class Worker:
                 t0 = time.perf_counter()
                 try:
                     data = stage.transform(data, info)
+                    if data is None:
+                        data = b""
+                    elif i + 1 < len(self.stages):
+                        data = _one_buffer(data)  # the next stage gets one buffer
                 except Exception as e:
                     self.fail(task.seq, i, _name(stage), e)
                     return
                 seconds.append(time.perf_counter() - t0)
                 summaries.append(info.summary)
-                if data is None:
-                    data = b""
-                elif i + 1 < len(self.stages):
-                    data = _one_buffer(data)  # the next stage gets one buffer
             if not any(s is not None for s in summaries):
                 summaries = []
             if data is view:
@@ -140,14 +144,17 @@ class Worker:
 
     def emit(self, seq: int, slot: int, data: Any, summaries: list[Any],
              seconds: list[float]) -> None:
-        """Copy `data` (bytes-like, or a list of them to concatenate) into `slot`; a slot that
-        fills while more output follows goes out as a Piece, acknowledged before reuse."""
-        parts = data if isinstance(data, list) else [data]
+        """Copy `data` (bytes-like, or a list or iterator of them to concatenate) into `slot`;
+        a slot that fills while more output follows goes out as a Piece, acknowledged before
+        reuse. An error while pulling from an iterator fails the last stage."""
+        lazy = hasattr(data, "__next__")  # an iterator (a generator): pulled as we copy
+        parts = data if lazy or isinstance(data, list) else [data]
         size = self.arena.slot_size
         dest = self.arena.view(slot)
         pos = 0
+        t0 = time.perf_counter()
         try:
-            for part in parts:
+            for part in _pulled(parts, lazy):
                 with memoryview(part) as mv, mv.cast("B") as out:
                     while len(out):
                         if pos == size:
@@ -158,8 +165,14 @@ class Worker:
                         dest[pos:pos + n] = out[:n]
                         pos += n
                         out = out[n:]
+        except _PullFailed as e:
+            index = len(self.stages) - 1
+            self.fail(seq, index, _name(self.stages[index]), e.error)
+            return
         finally:
             dest.release()
+        if lazy and seconds:
+            seconds[-1] += time.perf_counter() - t0  # the last stage worked while we copied
         self.send(M.Done(seq, slot, pos, summaries, seconds))
 
     def wait_ack(self, seq: int) -> None:
@@ -177,13 +190,38 @@ class Worker:
                 self.queue.append(msg)
 
     def fail(self, seq: int, index: int, name: str, exc: BaseException) -> None:
-        tb = "".join(traceback.format_exception(exc))
+        # a DataflowError (corrupt input, say) explains itself: its traceback is noise
+        tb = "" if isinstance(exc, DataflowError) else "".join(traceback.format_exception(exc))
         self.send(M.Failed(seq, index, name, type(exc).__qualname__, str(exc), tb))
 
 
+class _PullFailed(Exception):
+    def __init__(self, error: Exception):
+        super().__init__(error)
+        self.error = error
+
+
+def _pulled(parts: Any, lazy: bool) -> Any:
+    """Iterate `parts`; an exception from a lazy transform's iterator becomes _PullFailed."""
+    if not lazy:
+        yield from parts
+        return
+    it = iter(parts)
+    while True:
+        try:
+            part = next(it)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise _PullFailed(e) from e
+        yield part
+
+
 def _one_buffer(data: Any) -> Any:
-    """A transform's output as one bytes-like object: a gather list is joined."""
-    return b"".join(data) if isinstance(data, list) else data
+    """A transform's output as one bytes-like object: a gather list or an iterator is joined."""
+    if isinstance(data, list) or hasattr(data, "__next__"):
+        return b"".join(data)
+    return data
 
 
 def _name(stage: Any) -> str:

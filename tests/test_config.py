@@ -190,7 +190,7 @@ ERRORS = [
        - passthrough
        - xyzzy
      """,
-     "job.yaml:4: stages[1]: unknown stage 'xyzzy'; known stages: bgzf, bz2, grep, gzip, lz4, passthrough, python, xz, zstd",
+     "job.yaml:4: stages[1]: unknown stage 'xyzzy'; known stages: bgzf, bz2, decompress, grep, gzip, lz4, passthrough, python, xz, zstd",
      "stages[1]", 4),
     ("unknown stage option",
      """

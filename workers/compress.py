@@ -93,6 +93,7 @@ class _Deflate(Transform):
     level: int
     backend: str
     use = "gzip"
+    needs_records = False
 
     def check(self) -> None:
         deflate_backend(self.backend, self.level, self.use)
@@ -272,6 +273,7 @@ class Bgzf(_Deflate):
 
 class Zstd(Transform):
     name = "zstd"
+    needs_records = False
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         level: Annotated[int, msgspec.Meta(ge=-7, le=22)] = 3
@@ -295,6 +297,7 @@ class Zstd(Transform):
 
 class Bz2(Transform):
     name = "bz2"
+    needs_records = False
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         level: Annotated[int, msgspec.Meta(ge=1, le=9)] = 9
@@ -310,6 +313,7 @@ class Bz2(Transform):
 
 class Xz(Transform):
     name = "xz"
+    needs_records = False
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         level: Annotated[int, msgspec.Meta(ge=0, le=9)] = 6
@@ -329,6 +333,7 @@ class Xz(Transform):
 
 class Lz4(Transform):
     name = "lz4"
+    needs_records = False
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         level: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0

@@ -8,6 +8,7 @@ from dataflow.streams import ChunkInfo, Transform
 
 class Passthrough(Transform):
     name = "passthrough"
+    needs_records = False
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         pass
