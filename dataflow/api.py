@@ -55,6 +55,9 @@ def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
     for i, s in enumerate(stages):
         if not isinstance(s, Transform):
             raise UsageError(f"stage {i} ({s!r}) is not a dataflow.Transform")
+        if i > 0 and s.reads_source:
+            raise UsageError(f"stages[{i}] ({s.name}) decodes the source's bytes, so it must "
+                             f"be the first stage")
         if i + 1 < len(stages) and s.frames_output():
             raise UsageError(f"stages[{i}] ({s.name}) writes a container header and trailer, "
                              f"so it must be the last stage")
@@ -75,7 +78,7 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
                          max_record_size=record, context=context_size(checked))
     chunk = parse_size(chunk_size)
-    if checked and getattr(checked[0], "name", None) == "decompress":
+    if checked and checked[0].reads_source:
         from .decoding import COMPRESSED_CHUNK_DIVISOR, MemberSource, prepare
 
         source, checked = prepare(source, checked, plan.capacity)

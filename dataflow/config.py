@@ -389,8 +389,11 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         raise _error("must be at least 1", ["max_attempts"], node, path)
     source = _build_source(spec.source, node, path)
     stages = [_build_stage(i, entry, node, path) for i, entry in enumerate(spec.stages)]
-    for i, stage in enumerate(stages[:-1]):
-        if stage.frames_output():
+    for i, stage in enumerate(stages):
+        if i > 0 and stage.reads_source:
+            raise _error(f"{stage.name} decodes the source's bytes, so it must be the first "
+                         f"stage", ["stages", i], node, path)
+        if i + 1 < len(stages) and stage.frames_output():
             raise _error(f"{stage.name} writes a container header and trailer, so it must be "
                          f"the last stage", ["stages", i], node, path)
     sink = _build_sink(spec.sink, node, path)

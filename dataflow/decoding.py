@@ -259,7 +259,10 @@ class DecodingSource(_Delegate):
         while not len(self._piece):
             if self._done:
                 return 0
-            item = self._queue.get()
+            try:  # with a timeout, so that a signal handler runs promptly
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if item is None:
                 self._done = True
                 return 0

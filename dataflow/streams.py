@@ -70,6 +70,8 @@ class Transform:
     # False for stages that take any bytes (compressors, passthrough): their chunks may be cut
     # anywhere, e.g. at the member boundaries of a compressed input decoded in parallel
     needs_records = True
+    # True for a stage that decodes the source itself (decompress): it must come first
+    reads_source = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Transform":
         self = super().__new__(cls)

@@ -721,3 +721,23 @@ def test_plan_needed_size_is_enough_when_halving_misses_the_floor(chunk, record)
         make_plan(workers=2, chunk_size=chunk, memory_limit=50 * MiB, max_record_size=record)
     make_plan(workers=2, chunk_size=chunk, memory_limit=_needed(str(info.value)),
               max_record_size=record)
+
+
+@pytest.mark.parametrize("stages,path,message", [
+    ("[grep: {pattern: x}, decompress]", "stages[1]",
+     "decompress decodes the source's bytes, so it must be the first stage"),
+    ("[gzip, grep: {pattern: x}]", "stages[0]",
+     "gzip writes a container header and trailer, so it must be the last stage"),
+    ("[gzip: {level: 10}]", "stages[0].gzip.level", "<= 9"),
+    ("[gzip: {backend: isal, level: 6}]", "stages[0].gzip.backend",
+     "backend isal supports levels 0-3, not 6"),
+    ("[bgzf: {backend: brotli}]", "stages[0].bgzf.backend", "brotli"),
+    ("[decompress: {format: rar}]", "stages[0].decompress.format", "rar"),
+])
+def test_codec_stage_placement_and_options(tmp_path, stages, path, message):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"source: {{file: a.log}}\nstages: {stages}\nsink: {{file: o}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job(str(job))
+    assert f": {path}: " in str(info.value)
+    assert message in str(info.value)

@@ -198,3 +198,11 @@ def test_reader_leaving_early_is_quiet(tmp_path, text):
     out, err = p.communicate(timeout=60)
     assert len(out) == 100
     assert b"Traceback" not in err and b"error" not in err
+
+
+def test_decompress_must_come_first(tmp_path, text):
+    from dataflow.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"stages\[1\] \(decompress\) .* must be the first"):
+        pipeline(FileSource(str(text)), dataflow.Passthrough(), _decompress(), NullSink(),
+                 **OPTS)

@@ -24,6 +24,7 @@ PIECE = 4 << 20  # output per decoder call: bounded memory, few round trips
 
 class Decompress(Transform):
     name = "decompress"
+    reads_source = True
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         format: Literal["auto", "gzip", "bgzf", "zlib", "zstd", "bz2", "xz", "lz4"] = "auto"
