@@ -74,3 +74,60 @@ def test_signal_to_the_group_cleans_up_and_exits_by_the_signal(tmp_path, sig, co
     assert segments_of(proc.pid) == []
     assert sorted(os.listdir(tmp_path)) == ["job.yaml", "out.log"]
     assert (tmp_path / "out.log").read_bytes() == b"previous output\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_sequential_decompression_of_an_endless_stream(tmp_path, sig):
+    """The decoding thread (reading stdin, inflating) must not keep the process alive."""
+    import threading
+    import zlib
+
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {stdin: true}\nstages: [decompress, {grep: {pattern: x}}]\n"
+                   "sink: {file: out.log}\nworkers: 2\nmemory_limit: 128MiB\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", str(job)],
+                            cwd=tmp_path, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    stop = threading.Event()
+
+    def feed() -> None:  # an endless gzip stream of "y\n" lines
+        z = zlib.compressobj(1, zlib.DEFLATED, 31)
+        block = b"y\nx\n" * (1 << 18)
+        try:
+            while not stop.is_set():
+                proc.stdin.write(z.compress(block))
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            temps = [p for p in os.listdir(tmp_path) if p.endswith(".dataflow-tmp")]
+            if temps and len(session_processes(proc.pid)) >= 3:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the job did not start")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        feeder.join(5)
+        proc.stdin.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.returncode == -sig, (proc.returncode, err)
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    assert "Traceback" not in err, err
+    time.sleep(0.2)
+    assert session_processes(proc.pid) == []
+    assert segments_of(proc.pid) == []
+    assert sorted(os.listdir(tmp_path)) == ["job.yaml"]
