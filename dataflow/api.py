@@ -79,11 +79,9 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
                          max_record_size=record, context=context_size(checked))
     chunk = parse_size(chunk_size)
     if checked and checked[0].reads_source:
-        from .decoding import COMPRESSED_CHUNK_DIVISOR, MemberSource, prepare
+        from .decoding import prepare
 
-        source, checked = prepare(source, checked, plan.capacity)
-        if isinstance(source, MemberSource):  # chunks of compressed input expand: cut smaller
-            chunk = max(chunk // COMPRESSED_CHUNK_DIVISOR, 1)
+        source, checked = prepare(source, checked, plan.capacity, chunk)
     return Run(source, checked, plan, ordered=ordered,
                chunk_size=chunk, progress=progress,
                start_method=start_method, max_attempts=max_attempts)

@@ -216,20 +216,29 @@ class _Reader:
 
 
 class _Cuts:
-    """Collects member starts; `add` returns False once a member exceeds `limit`."""
+    """Collects member starts, and each member's decoded size when the headers tell it (None
+    when not); `add` returns False once a member exceeds `limit`."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.cuts = [0]
+        self.sizes: list[int | None] = []
 
-    def add(self, off: int) -> bool:
+    def add(self, off: int, decoded: int | None = None) -> bool:
         if off - self.cuts[-1] > self.limit:
             return False
         self.cuts.append(off)
+        self.sizes.append(decoded)
         return True
 
 
 def member_cuts(f, fmt: str, size: int, *, limit: int) -> list[int] | None:
+    layout = member_layout(f, fmt, size, limit=limit)
+    return None if layout is None else layout[0]
+
+
+def member_layout(f, fmt: str, size: int, *,
+                  limit: int) -> tuple[list[int], list[int | None]] | None:
     """Compressed offsets where independently decodable members start, from 0 to `size`.
 
     For a seekable binary file `f` of `size` bytes in format `fmt`: consecutive pairs are
@@ -253,6 +262,10 @@ def member_cuts(f, fmt: str, size: int, *, limit: int) -> list[int] | None:
     Structural errors (a header claiming more bytes than the file has, bad magic where a
     member should start) raise CorruptInput with the offset and member index. The position of
     `f` afterwards is unspecified.
+
+    `member_layout` returns the cuts and, per member, its decoded size where the format records
+    it (BGZF's ISIZE, zstd's frame content size, lz4's content size, xz's index), else None
+    (bz2): callers group members so that a chunk's output fits where it must go.
     """
     _check_format(fmt)
     if fmt in ("gzip", "zlib") or size <= 0:
@@ -260,10 +273,11 @@ def member_cuts(f, fmt: str, size: int, *, limit: int) -> list[int] | None:
     r = _Reader(f, size)
     walk = {"bgzf": _cuts_bgzf, "zstd": _cuts_zstd, "lz4": _cuts_lz4, "xz": _cuts_xz,
             "bz2": _cuts_bz2}[fmt]
-    cuts = walk(r, size, _Cuts(limit))
+    c = _Cuts(limit)
+    cuts = walk(r, size, c)
     if cuts is None or len(cuts) <= 2:
         return None
-    return cuts
+    return cuts, c.sizes
 
 
 def _all_zero(r: _Reader, off: int, end: int) -> bool:
@@ -310,9 +324,10 @@ def _cuts_bgzf(r: _Reader, size: int, c: _Cuts) -> list[int] | None:
         if off + bsize > size:
             raise CorruptInput(f"truncated inside member {m}: block of {bsize} bytes, "
                                f"{size - off} left", offset=off, member=m)
+        isize = struct.unpack("<I", r.read(off + bsize - 4, 4))[0]
         off += bsize
         m += 1
-        if not c.add(off):
+        if not c.add(off, isize):
             return None
     return c.cuts
 
@@ -361,7 +376,12 @@ def _cuts_zstd(r: _Reader, size: int, c: _Cuts) -> list[int] | None:
             raise CorruptInput("invalid header: reserved bit set in frame header",
                                offset=off + 4, member=m)
         single = fhd >> 5 & 1
-        hlen = 5 + (not single) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
+        fcs_at = 5 + (not single) + (0, 1, 2, 4)[fhd & 3]
+        fcs_size = (single, 2, 4, 8)[fhd >> 6]
+        hlen = fcs_at + fcs_size
+        decoded = None
+        if fcs_size and len(h) >= hlen:
+            decoded = int.from_bytes(h[fcs_at:hlen], "little") + (256 if fcs_size == 2 else 0)
         p = off + hlen
         while True:
             b = r.read(p, 3)
@@ -384,10 +404,10 @@ def _cuts_zstd(r: _Reader, size: int, c: _Cuts) -> list[int] | None:
             raise CorruptInput(f"truncated inside member {m}", offset=size, member=m)
         off = p
         m += 1
-        if not c.add(off):
+        if not c.add(off, decoded):
             return None
         start = off
-    if start < size and not c.add(size):                # trailing skippable frames
+    if start < size and not c.add(size, 0):             # trailing skippable frames
         return None
     return c.cuts
 
@@ -404,10 +424,11 @@ def _cuts_lz4(r: _Reader, size: int, c: _Cuts) -> list[int] | None:
             if off - start > c.limit:
                 return None
             continue
-        h = r.read(off, 7)
+        h = r.read(off, 15)
         if len(h) < 7:
             raise CorruptInput(f"truncated inside member {m}", offset=size, member=m)
         flg, bd = h[4], h[5]
+        decoded = struct.unpack_from("<Q", h, 6)[0] if flg & 0x08 and len(h) >= 14 else None
         if flg >> 6 != 1 or flg & 0x02 or bd & 0x8F or bd >> 4 < 4:
             raise CorruptInput("invalid header: bad frame descriptor", offset=off + 4, member=m)
         bmax = 1 << (2 * (bd >> 4) + 8)
@@ -436,10 +457,10 @@ def _cuts_lz4(r: _Reader, size: int, c: _Cuts) -> list[int] | None:
             raise CorruptInput(f"truncated inside member {m}", offset=size, member=m)
         off = p
         m += 1
-        if not c.add(off):
+        if not c.add(off, decoded):
             return None
         start = off
-    if start < size and not c.add(size):
+    if start < size and not c.add(size, 0):
         return None
     return c.cuts
 
@@ -495,11 +516,12 @@ def _cuts_xz(r: _Reader, size: int, c: _Cuts) -> list[int] | None:
             raise bad("invalid or corrupt stream index", index_start)
         try:
             count, i = _varint(index, 1)
-            blocks = 0
+            blocks = decoded = 0
             for _ in range(count):
                 unpadded, i = _varint(index, i)
-                _, i = _varint(index, i)
+                usize, i = _varint(index, i)
                 blocks += (unpadded + 3) & ~3
+                decoded += usize
             if (i + 3) & ~3 != index_size - 4 or any(index[i:index_size - 4]):
                 raise ValueError("index padding")
         except (ValueError, IndexError):
@@ -511,14 +533,12 @@ def _cuts_xz(r: _Reader, size: int, c: _Cuts) -> list[int] | None:
         if (header[:6] != _XZ_MAGIC or header[6:8] != flags
                 or zlib.crc32(header[6:8]) != struct.unpack_from("<I", header, 8)[0]):
             raise bad("invalid stream header (or the index does not match the blocks)", start)
-        ends.append((start, padded_end))
+        ends.append((start, padded_end, decoded))
         end = start
-    cuts = [0]
-    for start, padded_end in reversed(ends):
-        if padded_end - start > c.limit:
+    for start, padded_end, decoded in reversed(ends):
+        if not c.add(padded_end, decoded):
             return None
-        cuts.append(padded_end)
-    return cuts
+    return c.cuts
 
 
 def _cuts_bz2(r: _Reader, size: int, c: _Cuts) -> list[int] | None:

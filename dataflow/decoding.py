@@ -23,13 +23,12 @@ import queue
 import threading
 from typing import Any
 
-from .containers import CorruptInput, Decoder, detect, member_cuts
+from .containers import CorruptInput, Decoder, detect, member_layout
 from .errors import SourceError
 from .framing import RecordTooLong
 
 PIECE = 1 << 20   # decoded bytes per hand-over from the decoding thread
-COMPRESSED_CHUNK_DIVISOR = 4  # parallel decoding reads chunk_size / 4 of compressed input per
-                              # chunk: at typical 4-10x ratios, a chunk's output is 1-2.5 slots
+GUESSED_RATIO = 8  # decoded/compressed for members whose headers do not record it (bz2)
 QUEUED = 4        # pieces that may wait for the coordinator
 READ = 1 << 20    # compressed bytes per read
 HEAD = 64         # bytes read to detect the format
@@ -70,7 +69,8 @@ def _detect_file(path: str, fmt: str) -> str:
     return found
 
 
-def prepare(source: Any, stages: list[Any], capacity: int) -> tuple[Any, list[Any]]:
+def prepare(source: Any, stages: list[Any], capacity: int,
+            chunk_size: int) -> tuple[Any, list[Any]]:
     """Rewrite a job that starts with `decompress` into a parallel or a sequential one."""
     first, rest = stages[0], list(stages[1:])
     paths = None
@@ -83,7 +83,7 @@ def prepare(source: Any, stages: list[Any], capacity: int) -> tuple[Any, list[An
         formats = [_detect_file(p, first.format) for p in paths]
         records = any(getattr(s, "needs_records", True) for s in rest)
         if len(set(formats)) == 1 and not records:
-            cuts = _cuts(paths, formats[0], capacity)
+            cuts = _cuts(paths, formats[0], capacity, chunk_size)
             if cuts is not None:
                 stage = type(first)(format=formats[0], backend=first.backend)
                 return MemberSource(source, cuts), [stage, *rest]
@@ -92,43 +92,67 @@ def prepare(source: Any, stages: list[Any], capacity: int) -> tuple[Any, list[An
                           first.backend), rest
 
 
-def _cuts(paths: list[str], fmt: str, capacity: int) -> list[int] | None:
-    """Member boundaries of all files as stream offsets, or None when one cannot be split."""
+def _cuts(paths: list[str], fmt: str, capacity: int, chunk_size: int) -> list[int] | None:
+    """Where chunks of the compressed files end (stream offsets), or None when a file cannot
+    be split. Whole members are grouped so that a chunk's decoded size fits in one slot (it
+    goes out whole, with no piece waiting for its turn) and it reads at most `chunk_size`."""
     cuts: list[int] = []
     base = 0
     for path in paths:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             try:
-                mine = member_cuts(f, fmt, size, limit=capacity)
+                layout = member_layout(f, fmt, size, limit=capacity)
             except CorruptInput as e:
                 raise SourceError(f"{path}: {e.message} (compressed byte {e.offset})",
                                   file=path, offset=e.offset) from None
-        if mine is None:
+        if layout is None:
             return None
-        cuts.extend(base + c for c in mine[1:])
+        cuts.extend(base + c for c in group_members(*layout, capacity, chunk_size))
         base += size
     return cuts
 
 
+def group_members(cuts: list[int], sizes: list[int | None], out_limit: int,
+                  in_limit: int) -> list[int]:
+    """The offsets (from `cuts`, after 0) at which chunks end: each chunk takes whole members
+    while its decoded size (recorded, or guessed at GUESSED_RATIO) stays within `out_limit`
+    and its compressed size within `in_limit`; a chunk has at least one member."""
+    ends: list[int] = []
+    chunk_start = chunk_out = 0
+    for begin, end, size in zip(cuts, cuts[1:], sizes):
+        grow = size if size is not None else (end - begin) * GUESSED_RATIO
+        if begin > chunk_start and (chunk_out + grow > out_limit
+                                    or end - chunk_start > in_limit):
+            ends.append(begin)
+            chunk_start, chunk_out = begin, 0
+        chunk_out += grow
+    ends.append(cuts[-1])
+    return ends
+
+
 class CutFramer:
-    """Cuts chunks only at the given stream offsets (member boundaries), as many members per
-    chunk as fit in what was read."""
+    """Cuts chunks only at the given stream offsets (chunk ends made of whole members); asks
+    the reader for exactly the bytes up to the next one (`want`)."""
 
     def __init__(self, cuts: list[int]):
         self.cuts = cuts
         self.index = 0      # first cut after `offset`
         self.offset = 0     # stream offset of the chunk being cut
 
+    def want(self) -> int:
+        """Bytes from `offset` to the next cut."""
+        if self.index < len(self.cuts):
+            return self.cuts[self.index] - self.offset
+        return 0
+
     def cut(self, buf: Any, start: int, length: int, capacity: int, eof: bool) -> int:
         end = self.offset + length
         i = self.index
         while i < len(self.cuts) and self.cuts[i] <= end:
             i += 1
-        if i == self.index:  # no member ends within what was read
-            if eof:
-                raise RecordTooLong(capacity)  # cannot happen: the last cut is the file end
-            if length >= capacity:
+        if i == self.index:  # no chunk end within what was read
+            if eof or length >= capacity:  # cannot happen: chunks fit, the last cut is the end
                 raise RecordTooLong(capacity)
             return 0
         cut = self.cuts[i - 1] - self.offset

@@ -284,6 +284,9 @@ class ChunkReader:
             view[:n] = self.carry
         capacity = min(len(view), max(self.max_record_size, self.chunk_size))
         target = min(self.chunk_size, capacity)
+        want = getattr(self.framer, "want", None)
+        if want is not None:  # a framer with known cut points: read exactly up to the next
+            target = min(capacity, max(n, want()))
         while True:
             while n < target and not self.eof:
                 got = self.source.readinto(view[n:target])

@@ -15,7 +15,8 @@ import tracemalloc
 
 import pytest
 
-from dataflow.containers import FORMATS, CorruptInput, Decoder, detect, member_cuts
+from dataflow.containers import (FORMATS, CorruptInput, Decoder, detect, member_cuts,
+                                 member_layout)
 from dataflow.errors import DataflowError, SourceError, UsageError
 from dataflow.generate import generate_blocks
 
@@ -273,11 +274,17 @@ def test_member_cuts(corpus, name, tmp_path):
     if cuts is not None:
         assert cuts[0] == 0 and cuts[-1] == len(data) and cuts == sorted(set(cuts))
         out = []
-        for a, b in zip(cuts, cuts[1:]):
+        with open(path, "rb") as f:
+            layout_cuts, sizes = member_layout(f, fmt, len(data), limit=BIG)
+        assert layout_cuts == cuts and len(sizes) == len(cuts) - 1
+        for (a, b), decoded in zip(zip(cuts, cuts[1:]), sizes):
             piece, d = decode(fmt, data[a:b])          # each member decodes alone
             assert d.members == 1
+            assert decoded is None or decoded == len(piece)  # recorded sizes are right
             out.append(piece)
         assert b"".join(out) == original
+        if fmt in ("bgzf", "xz"):                      # these always record the size
+            assert None not in sizes
 
 
 def test_bgzf_cuts_match_bgzip_index(text, tmp_path):

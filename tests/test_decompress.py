@@ -206,3 +206,15 @@ def test_decompress_must_come_first(tmp_path, text):
     with pytest.raises(UsageError, match=r"stages\[1\] \(decompress\) .* must be the first"):
         pipeline(FileSource(str(text)), dataflow.Passthrough(), _decompress(), NullSink(),
                  **OPTS)
+
+
+def test_members_are_grouped_so_each_chunk_decodes_into_one_slot():
+    from dataflow.decoding import GUESSED_RATIO, group_members
+
+    cuts = [0, 10, 20, 30, 40, 50]
+    assert group_members(cuts, [100] * 5, 250, 1000) == [20, 40, 50]   # output bound
+    assert group_members(cuts, [1] * 5, 1000, 25) == [20, 40, 50]      # input bound
+    assert group_members(cuts, [1000, 1, 1, 1, 1], 250, 1000) == [10, 50]  # one big member
+    guessed = 10 * GUESSED_RATIO
+    assert group_members(cuts, [None] * 5, 2 * guessed, 1000) == [20, 40, 50]
+    assert group_members([0, 7], [5], 1, 1) == [7]                      # never empty
