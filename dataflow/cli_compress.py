@@ -88,6 +88,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", default=None, help="bytes per chunk (default 4MiB)")
     p.add_argument("--progress", choices=["auto", "on", "off"], default="auto")
     p.add_argument("-v", "--verbose", action="store_true", help="print a summary per file")
+    p.add_argument("--no-sync", dest="sync", action="store_false",
+                   help="do not fsync the output before renaming it into place (as gzip and "
+                        "pigz do): atomic, not durable; the input is still removed after")
 
 
 def _workers(value: str) -> int | str:
@@ -206,7 +209,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             except (ValueError, ImportError) as e:
                 raise UsageError(str(e)) from None
         source = FileSource(src, split="bytes") if src else StdinSource(split="bytes")
-        sink = FileSink(out) if out else StdoutSink()
+        sink = FileSink(out, sync=args.sync) if out else StdoutSink()
         _run(source, [stage], sink, args, chunk_size, src or "<stdin>")
         _finish(src, out, args)
     return 0
@@ -230,7 +233,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     for src, out in targets:
         _prepare(src, out, args)
         source = FileSource(src, split="bytes") if src else StdinSource(split="bytes")
-        sink = NullSink() if args.test else FileSink(out) if out else StdoutSink()
+        sink = NullSink() if args.test else FileSink(out, sync=args.sync) if out else \
+            StdoutSink()
         _run(source, [stage_class("decompress")(backend=args.backend)], sink, args,
              args.chunk_size or api.DEFAULT_CHUNK_SIZE, src or "<stdin>")
         if not args.test:

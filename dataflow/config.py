@@ -51,6 +51,7 @@ class SinkSpec(msgspec.Struct, forbid_unknown_fields=True):
     file: str | None = None
     stdout: bool = False
     null: bool = False
+    sync: bool = True  # file: fsync before the rename (durable), as opposed to only atomic
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -348,7 +349,7 @@ def _build_sink(spec: SinkSpec, node: Any, file: str) -> Any:
                           f"got {', '.join(kinds)}", path="sink", file=file,
                           line=_line_of(node, ["sink"]))
     if spec.file is not None:
-        return FileSink(spec.file)
+        return FileSink(spec.file, sync=spec.sync)
     if spec.null:
         return NullSink()
     return StdoutSink()

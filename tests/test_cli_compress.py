@@ -42,7 +42,7 @@ def test_compress_replaces_the_file_like_gzip(tmp_path, log):
 
 
 def test_keep_output_name_level_and_format(tmp_path, log):
-    ok("compress", "-k", "-f", "zstd", "-l", "3", "-p", "2", str(log), "-o",
+    ok("compress", "-k", "--no-sync", "-f", "zstd", "-l", "3", "-p", "2", str(log), "-o",
        str(tmp_path / "x.zst"))
     assert log.exists()
     require_tool("zstd")

@@ -1,8 +1,11 @@
 """Sources and sinks through the real CLI: stdin, stdout, byte framing, the progress bar."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import run_cli
 
@@ -58,3 +61,19 @@ def test_progress_bar_when_forced_and_summary_line(tmp_path):
     err = r.stderr.decode()
     assert "\r" not in err, "no bar when stderr is not a terminal"
     assert err.startswith("dataflow: 64.0 MiB in")
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_file_sink_fsyncs_only_when_asked(tmp_path, monkeypatch, sync):
+    import dataflow.sinks as sinks
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(sinks.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    sink = sinks.FileSink(tmp_path / "out", sync=sync)
+    sink.open()
+    sink.write(memoryview(b"hello\n"))
+    sink.close()
+    assert (tmp_path / "out").read_bytes() == b"hello\n"
+    assert len(calls) == (2 if sync else 0)  # the file, then its directory
+    assert os.listdir(tmp_path) == ["out"]

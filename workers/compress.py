@@ -87,6 +87,19 @@ def deflate_backend(backend: str, level: int, use: str = "gzip") -> tuple[str, A
     return "zlib", zlib  # pragma: no cover - zlib is always last in AUTO_ORDER
 
 
+def fastest_checksums() -> tuple[Any, Any]:
+    """(crc32, adler32) from the fastest installed implementation: the checksum is the same
+    whoever computes it, and zlib-ng's or isal's run ~13x faster than the standard zlib's
+    here (53 vs 4 GB/s), a few percent of a gzip -6 job's CPU."""
+    for module in ("zlib_ng.zlib_ng", "isal.isal_zlib"):
+        try:
+            m = importlib.import_module(module)
+            return m.crc32, m.adler32
+        except (ImportError, AttributeError):
+            continue
+    return zlib.crc32, zlib.adler32
+
+
 class _Deflate(Transform):
     """Shared by gzip and bgzf: level, backend, the deflate module loaded per worker."""
 
@@ -100,6 +113,7 @@ class _Deflate(Transform):
 
     def setup(self) -> None:
         self._backend, self._z = deflate_backend(self.backend, self.level, self.use)
+        self._crc32, self._adler32 = fastest_checksums()
 
 
 class Gzip(_Deflate):
@@ -136,9 +150,9 @@ class Gzip(_Deflate):
             c = z.compressobj(self.level, z.DEFLATED, -15, 8, z.Z_DEFAULT_STRATEGY)
         out = c.compress(data) + c.flush(z.Z_SYNC_FLUSH)
         if self.format == "gzip":
-            chunk.summary = [z.crc32(data), len(data)]
+            chunk.summary = [self._crc32(data), len(data)]
         elif self.format == "zlib":
-            chunk.summary = [z.adler32(data), len(data)]
+            chunk.summary = [self._adler32(data), len(data)]
         return out
 
     # the ordered fold: (checksum, length) of everything so far
@@ -218,7 +232,7 @@ class Bgzf(_Deflate):
             self._deflate = deflate
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
-        deflate, crc32 = self._deflate, self._z.crc32
+        deflate, crc32 = self._deflate, self._crc32
         blocks = []
         for i in range(0, len(data), BGZF_BLOCK):
             block = data[i:i + BGZF_BLOCK]
