@@ -2,14 +2,15 @@
 """Benchmark `dataflow compress` / `dataflow decompress` against the standard tools.
 
     python bench/compress.py [--size 256MiB] [--repeat 3] [--workers 2] [--only gzip,zstd]
-                             [--slow-size 64MiB] [--xz-level 3] [--data-dir bench/data]
-                             [--json results.json]
+                             [--slow-size 64MiB] [--xz-level 3] [--no-sync]
+                             [--data-dir bench/data] [--timeout 1800] [--json results.json]
 
 Every job compares our command with one or more reference tools on the same generated access
 log (read from the page cache), each command writing a file in the data dir (deleted after the
 run). Rounds are interleaved: in round r every job runs each of its contenders once, starting at
 contender r (A,B,A,B... with the first one alternating), and the median wall time of the whole
-command (interpreter start-up, spawning workers and our sink's fsync included) is reported.
+command (interpreter start-up, spawning workers and our sink's fsync included; --no-sync
+drops that fsync, which the reference tools writing to `> OUT` never do) is reported.
 
 Compression: gzip (zlib, auto and isal backends, -p 1 vs -p N) vs pigz; zstd vs zstd -T;
 bz2 vs pbzip2 and lbzip2; xz vs xz -T; BGZF vs bgzip; lz4 vs lz4 -1.
@@ -58,7 +59,7 @@ T_BGZF_SIZE = 1.01
 T_GUNZIP_VS_GZIP = 1.0
 T_BGZF_D_VS_BGZIP = 0.8
 
-EXT = {"gzip": "gz", "bgzf": "gz", "zstd": "zst", "bz2": "bz2", "xz": "xz", "lz4": "lz4"}
+SLOW_GROUPS = {"c-bz2", "c-xz", "d-bz2"}  # these run on the --slow-size input
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -278,7 +279,9 @@ def cmp_verify(original: Path) -> Callable[[Path], str]:
 
 
 def bgzf_verify(original: Path, workers: int) -> Callable[[Path], str]:
-    inner = pipe_verify(["bgzip", "-dc", "-@", str(workers)], original)
+    # any gzip reader reads BGZF (a series of gzip members); bgzip's own when it is there
+    inner = pipe_verify(["bgzip", "-dc", "-@", str(workers)] if shutil.which("bgzip") else
+                        gz_decoder(), original)
 
     def check(out: Path) -> str:
         problem = check_bgzf(out)
@@ -309,8 +312,9 @@ def make_groups(a: argparse.Namespace, data: Path, inp: Path, n: int, slow: Path
                 slow_n: int) -> list[Group]:
     py = sys.executable
     p = a.workers
-    df_c = [py, "-m", "dataflow.cli", "compress"]
-    df_d = [py, "-m", "dataflow.cli", "decompress"]
+    nosync = ["--no-sync"] if a.no_sync else []
+    df_c = [py, "-m", "dataflow.cli", "compress", *nosync]
+    df_d = [py, "-m", "dataflow.cli", "decompress", *nosync]
     xl = a.xz_level
     groups: list[Group] = []
 
@@ -374,7 +378,9 @@ def make_groups(a: argparse.Namespace, data: Path, inp: Path, n: int, slow: Path
             slow_n, xz_v, "xz -dc | cmp"),
     ], [Row(f"xz -{xl} -p{p} vs xz -T{p} -{xl}", "xz", "xz-ref")]))
 
-    bg_v, bg_how = bgzf_verify(inp, p), "BGZF block chain + bgzip -dc | cmp"
+    bg_v = bgzf_verify(inp, p)
+    bg_dec = "bgzip -dc" if shutil.which("bgzip") else " ".join(gz_decoder())
+    bg_how = f"BGZF block chain + {bg_dec} | cmp"
     groups.append(Group("c-bgzf", f"compress BGZF ({format_size(n)})", [
         ours_c("bgzf", f"dataflow bgzf -6 -p{p} ({auto_backend('bgzf', 6)})",
                ["-f", "bgzf", "-l", "6", "-p", str(p)], inp, n, bg_v, bg_how),
@@ -488,12 +494,14 @@ def run_once(c: Contender, data: Path, timeout: float) -> Path | None:
         try:
             _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what we started
-            _, err = proc.communicate()
+            stop(proc)
             c.error = f"timed out after {timeout:g} s"
-            c.stderr = err.decode(errors="replace")
+            c.stderr = ""
             unlink(dst)
             return None
+        except BaseException:  # Ctrl-C: its own session did not get the SIGINT; stop it
+            stop(proc)
+            raise
         seconds = time.perf_counter() - t0
         cpu = _children_cpu() - cpu0
         busy1, steal1 = _machine_cpu()
@@ -513,7 +521,22 @@ def run_once(c: Contender, data: Path, timeout: float) -> Path | None:
     return dst
 
 
-def fixed_cost(data: Path, workers: int) -> dict[str, float | str]:
+def stop(proc: subprocess.Popen) -> None:
+    """End a command we started (it leads its own session): SIGTERM, which lets dataflow
+    remove its temp file and shared memory, then SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def fixed_cost(data: Path, workers: int, extra: list[str]) -> dict[str, float | str]:
     """Median of 3 runs of our commands on an empty input: interpreter start-up, imports,
     spawning the workers, teardown. What every row pays once, whatever the size."""
     empty = data / "in-empty"
@@ -525,10 +548,10 @@ def fixed_cost(data: Path, workers: int) -> dict[str, float | str]:
     base = [sys.executable, "-m", "dataflow.cli"]
     result: dict[str, float | str] = {}
     try:
-        for name, argv in (("compress", [*base, "compress", "-p", str(workers), "-k", "--force",
-                                         str(empty), "-o", str(out)]),
-                           ("decompress", [*base, "decompress", "-p", str(workers), "-k",
-                                           "--force", str(gz), "-o", str(out)])):
+        for name, argv in (("compress", [*base, "compress", *extra, "-p", str(workers), "-k",
+                                         "--force", str(empty), "-o", str(out)]),
+                           ("decompress", [*base, "decompress", *extra, "-p", str(workers),
+                                           "-k", "--force", str(gz), "-o", str(out)])):
             times = []
             for _ in range(3):
                 t0 = time.perf_counter()
@@ -615,7 +638,8 @@ def evaluate(groups: list[Group]) -> None:
                 st = problem.status
                 row.result = ("missing" if st == "missing" else
                               "FAIL" if problem.ours or st == "WRONG OUTPUT" else "n/a")
-                row.note = f"{problem.label}: {problem.missing or problem.error or problem.verified}"
+                why = problem.missing or problem.error or problem.verified
+                row.note = f"{problem.label}: {why}"
                 continue
             assert row.ratio is not None
             checks = []
@@ -689,9 +713,12 @@ def build_report(a: argparse.Namespace, groups: list[Group], n: int, slow_n: int
         return (f"{t[0]:<{w[0]}}  {t[1]:>{w[1]}}  {t[2]:>{w[2]}}  {t[3]:>{w[3]}}  "
                 f"{t[4]:>{w[4]}}  {t[5]:<{w[5]}}  {t[6]}").rstrip()
 
-    out = [f"input {n:,} bytes ({format_size(n)}); bz2 and xz jobs {slow_n:,} bytes "
-           f"({format_size(slow_n)}); workers {a.workers}; median of {a.repeat} interleaved "
-           f"rounds; {elapsed:.0f} s in all",
+    slow = any(g.id in SLOW_GROUPS for g in groups)
+    out = [f"input {n:,} bytes ({format_size(n)}); "
+           + (f"bz2 and xz jobs {slow_n:,} bytes ({format_size(slow_n)}); " if slow else "")
+           + f"workers {a.workers}; median of {a.repeat} interleaved "
+           f"rounds; our outputs {'not ' if a.no_sync else ''}fsynced (references' never); "
+           f"{elapsed:.0f} s in all",
            "MB/s = uncompressed bytes / median wall s / 1e6 (whole command); ratio = reference "
            "median s / ours (>1: ours faster; scaling row: -p1's / -pN's); size ratio = our "
            "compressed bytes / reference's",
@@ -777,6 +804,9 @@ def main() -> int:
     p.add_argument("--data-dir", default=str(HERE / "data"),
                    help="input and outputs (default bench/data; gitignored)")
     p.add_argument("--timeout", type=float, default=1800, help="per command, seconds (1800)")
+    p.add_argument("--no-sync", action="store_true",
+                   help="pass --no-sync to our commands: no fsync of the output, as gzip, pigz "
+                        "and the other tools writing to `> OUT` (default: our default, fsync)")
     p.add_argument("--json", metavar="FILE", help="also save everything as JSON")
     a = p.parse_args()
     if a.repeat < 1 or a.workers < 1:
@@ -786,6 +816,8 @@ def main() -> int:
         slow_size = min(parse_size(a.slow_size), size)
     except ValueError as e:
         p.error(str(e))
+    # SIGTERM like Ctrl-C: stop the running command, remove the outputs, then exit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.perf_counter()
     data = Path(a.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -796,7 +828,7 @@ def main() -> int:
     wanted = {g.id for g in select(make_groups(a, data, data / "x", 0, data / "x", 0), a.only)}
     inp, n = ensure_input(data, size)
     slow, slow_n = inp, n
-    if slow_size != size and wanted & {"c-bz2", "c-xz", "d-bz2"}:
+    if slow_size != size and wanted & SLOW_GROUPS:
         slow, slow_n = ensure_input(data, slow_size)
     groups = select(make_groups(a, data, inp, n, slow, slow_n), a.only)
     for g in groups:
@@ -825,9 +857,9 @@ def main() -> int:
                     print(f"  !! {g.id}: {g.setup_note}", file=sys.stderr)
         settle()
         orders = run_groups(groups, data, a.repeat, a.timeout)
-        fixed = fixed_cost(data, a.workers)
+        fixed = fixed_cost(data, a.workers, ["--no-sync"] if a.no_sync else [])
     finally:  # a failure or Ctrl-C leaves no big file behind
-        for leftover in data.glob("out-*"):
+        for leftover in [*data.glob("out-*"), *data.glob(".out-*.dataflow-tmp")]:
             unlink(leftover)
         for g in groups:
             for path in g.cleanup:
@@ -842,6 +874,7 @@ def main() -> int:
             "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "machine": machine(), "input_bytes": n, "slow_input_bytes": slow_n,
             "workers": a.workers, "repeat": a.repeat, "xz_level": a.xz_level,
+            "no_sync": a.no_sync,
             "groups": [{"id": g.id, "title": g.title, "setup_note": g.setup_note or None,
                         "contenders": [{
                             "key": c.key, "label": c.label, "command": c.shell, "ours": c.ours,

@@ -1,24 +1,35 @@
 """dataflow: stream large files through parallel worker processes over shared memory, in
-order, under a memory cap. Readable -> Transform(s) -> Writable, as in Node.js streams."""
+order, under a memory cap. Readable -> Transform(s) -> Writable, as in Node.js streams.
+
+The names below load on first use, so that a worker process, which needs only the worker
+loop and its stages, does not import the coordinator, psutil and the config loader.
+"""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from .api import pipeline, stream
-from .coordinator import Stats
 from .errors import (ConfigError, DataflowError, Interrupted, RecordTooLongError, ResourceError,
                      SinkError, SourceError, StageError, UsageError, WorkerCrashedError)
-from .sinks import FileSink, NullSink, StdoutSink
-from .sources import FileSource, GenerateSource, StdinSource
 from .streams import ChunkInfo, Readable, Transform, Writable
 
+_LAZY = {
+    "pipeline": "api", "stream": "api", "Stats": "coordinator",
+    "FileSink": "sinks", "NullSink": "sinks", "StdoutSink": "sinks",
+    "FileSource": "sources", "GenerateSource": "sources", "StdinSource": "sources",
+}
 _BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunction": "python",
                        "Gzip": "gzip", "Bgzf": "bgzf", "Zstd": "zstd", "Bz2": "bz2", "Xz": "xz",
                        "Lz4": "lz4", "Decompress": "decompress"}
 
 
 def __getattr__(name: str) -> Any:
-    """Built-in transforms, reached through the registry (dataflow.Grep, dataflow.Passthrough)."""
+    """The API (dataflow.pipeline, dataflow.FileSource, ...) and the built-in transforms
+    (dataflow.Grep, dataflow.Gzip, ...), reached through the registry."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     if name in _BUILTIN_TRANSFORMS:
         from .registry import stage_class
 

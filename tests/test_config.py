@@ -169,7 +169,7 @@ ERRORS = [
      source: {file: a.log}
      sink: {zzz: 1}
      """,
-     "job.yaml:2: sink.zzz: unknown key 'zzz'; expected one of: file, stdout, null",
+     "job.yaml:2: sink.zzz: unknown key 'zzz'; expected one of: file, stdout, null, sync",
      "sink.zzz", 2),
     ("unknown source key",
      """
