@@ -3,7 +3,8 @@
 
     python bench/compress.py [--size 256MiB] [--repeat 3] [--workers 2] [--only gzip,zstd]
                              [--slow-size 64MiB] [--xz-level 3] [--no-sync]
-                             [--data-dir bench/data] [--timeout 1800] [--json results.json]
+                             [--idle-wait 0] [--data-dir bench/data] [--timeout 1800]
+                             [--json results.json]
 
 Every job compares our command with one or more reference tools on the same generated access
 log (read from the page cache), each command writing a file in the data dir (deleted after the
@@ -12,7 +13,7 @@ contender r (A,B,A,B... with the first one alternating), and the median wall tim
 command (interpreter start-up, spawning workers and our sink's fsync included; --no-sync
 drops that fsync, which the reference tools writing to `> OUT` never do) is reported.
 
-Compression: gzip (zlib, auto and isal backends, -p 1 vs -p N) vs pigz; zstd vs zstd -T;
+Compression: gzip (zlib, auto, zlib-ng -5, isal -3; -p 1 vs -p N) vs pigz; zstd vs zstd -T;
 bz2 vs pbzip2 and lbzip2; xz vs xz -T; BGZF vs bgzip; lz4 vs lz4 -1.
 Decompression: pigz-made gzip vs gzip -dc and pigz -dc; bgzip-made BGZF vs bgzip -d; our
 multi-frame zstd vs zstd -d; pbzip2-made multi-stream bz2 vs pbzip2 -d and lbzip2 -d.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -60,6 +62,7 @@ T_GUNZIP_VS_GZIP = 1.0
 T_BGZF_D_VS_BGZIP = 0.8
 
 SLOW_GROUPS = {"c-bz2", "c-xz", "d-bz2"}  # these run on the --slow-size input
+CONTENDED = 0.25  # a run is "contended" when other processes used > this many cores on average
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -124,6 +127,19 @@ def _machine_cpu() -> tuple[float, float]:
         return 0.0, 0.0
     hz = os.sysconf("SC_CLK_TCK")
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, (v[7] if len(v) > 7 else 0) / hz
+
+
+def wait_idle(max_wait: float, window: float = 0.5, threshold: float = 0.15) -> float:
+    """Untimed: wait (up to `max_wait` s) until the machine's busy CPU over `window` s is under
+    `threshold` of one core, so a run does not start in the middle of someone else's burst.
+    Returns the seconds waited beyond the first window."""
+    t0 = time.perf_counter()
+    while True:
+        b0 = _machine_cpu()[0]
+        time.sleep(window)
+        if (_machine_cpu()[0] - b0) / window < threshold \
+                or time.perf_counter() - t0 >= max_wait:
+            return max(0.0, time.perf_counter() - t0 - window)
 
 
 def short_error(stderr: str) -> str:
@@ -330,14 +346,24 @@ def make_groups(a: argparse.Namespace, data: Path, inp: Path, n: int, slow: Path
 
     # ---- compression
     gz_v, gz_how = pipe_verify(gz_decoder(), inp), f"{' '.join(gz_decoder())} | cmp"
+
+    def backend(c: Contender, module: str, package: str) -> Contender:
+        if importlib.util.find_spec(module) is None:
+            c.missing = f"missing: Python package {package} not installed"
+        return c
+
     auto = auto_backend("gzip", 6)
     groups.append(Group("c-gzip", f"compress gzip ({format_size(n)})", [
         ours_c("gz-zlib", f"dataflow gzip -6 zlib -p{p}",
                ["-f", "gzip", "-l", "6", "--backend", "zlib", "-p", str(p)], inp, n, gz_v, gz_how),
         ours_c("gz-auto", f"dataflow gzip -6 auto ({auto}) -p{p}",
                ["-f", "gzip", "-l", "6", "--backend", "auto", "-p", str(p)], inp, n, gz_v, gz_how),
-        ours_c("gz-isal3", f"dataflow gzip -3 isal -p{p}",
-               ["-f", "gzip", "-l", "3", "--backend", "isal", "-p", str(p)], inp, n, gz_v, gz_how),
+        backend(ours_c("gz-zlibng5", f"dataflow gzip -5 zlib-ng -p{p}",
+                       ["-f", "gzip", "-l", "5", "--backend", "zlib-ng", "-p", str(p)], inp, n,
+                       gz_v, gz_how), "zlib_ng", "zlib-ng"),
+        backend(ours_c("gz-isal3", f"dataflow gzip -3 isal -p{p}",
+                       ["-f", "gzip", "-l", "3", "--backend", "isal", "-p", str(p)], inp, n,
+                       gz_v, gz_how), "isal", "isal"),
         ours_c("gz-zlib-p1", "dataflow gzip -6 zlib -p1",
                ["-f", "gzip", "-l", "6", "--backend", "zlib", "-p", "1"], inp, n, gz_v, gz_how),
         ref("pigz", f"pigz -6 -p {p}", ["pigz", "-6", "-p", str(p), "-c", str(inp)], n,
@@ -346,6 +372,8 @@ def make_groups(a: argparse.Namespace, data: Path, inp: Path, n: int, slow: Path
         Row(f"gzip -6 zlib -p{p} vs pigz -6 -p{p}", "gz-zlib", "pigz",
             T_GZIP_ZLIB_SPEED, T_GZIP_ZLIB_SIZE),
         Row(f"gzip -6 auto ({auto}) -p{p} vs pigz -6", "gz-auto", "pigz",
+            T_GZIP_FAST_SPEED, T_GZIP_FAST_SIZE),
+        Row(f"gzip -5 zlib-ng -p{p} vs pigz -6", "gz-zlibng5", "pigz",
             T_GZIP_FAST_SPEED, T_GZIP_FAST_SIZE),
         Row(f"gzip -3 isal -p{p} vs pigz -6", "gz-isal3", "pigz",
             T_GZIP_FAST_SPEED, T_GZIP_FAST_SIZE),
@@ -396,7 +424,7 @@ def make_groups(a: argparse.Namespace, data: Path, inp: Path, n: int, slow: Path
             "lz4 -dc | cmp"),
     ], [Row(f"lz4 -p{p} vs lz4 -1", "lz4", "lz4-ref")]))
 
-    # ---- decompression: inputs made once per run by the tool named in the brief
+    # ---- decompression: each input is made at the start of the run by the tool its title names
     def ours_d(key: str, label: str, src: Path, original: Path, nbytes: int) -> Contender:
         return Contender(key, label, [*df_d, "-p", str(p), "-k", "--force", str(src), "-o",
                                       "{out}"], False, True, nbytes, cmp_verify(original), "cmp")
@@ -578,8 +606,10 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_groups(groups: list[Group], data: Path, repeat: int, timeout: float) -> list[list[str]]:
+def run_groups(groups: list[Group], data: Path, repeat: int, timeout: float,
+               idle_wait: float) -> tuple[list[list[str]], float]:
     orders: list[list[str]] = []
+    waited = 0.0
     for r in range(repeat):
         order_r: list[str] = []
         for g in groups:
@@ -591,6 +621,8 @@ def run_groups(groups: list[Group], data: Path, repeat: int, timeout: float) -> 
             k = r % len(runnable)
             for c in runnable[k:] + runnable[:k]:
                 order_r.append(c.key)
+                if idle_wait > 0:
+                    waited += wait_idle(idle_wait)
                 dst = run_once(c, data, timeout)
                 if dst is None:
                     print(f"  round {r + 1}/{repeat}  {c.label:<34} FAILED: {c.error}",
@@ -610,7 +642,7 @@ def run_groups(groups: list[Group], data: Path, repeat: int, timeout: float) -> 
                 unlink(dst)
                 settle()
         orders.append(order_r)
-    return orders
+    return orders, waited
 
 
 # ----------------------------------------------------------------------------- report
@@ -654,12 +686,12 @@ def evaluate(groups: list[Group]) -> None:
 
 
 def fastest_gzip(groups: list[Group]) -> Row | None:
-    """The brief's 'fastest backend at a size no worse than pigz -6' target, over the rows of
-    the auto and isal backends."""
+    """The 'fastest backend at a size no worse than pigz -6' target, over the rows of the
+    auto (-6), zlib-ng -5 and isal -3 runs."""
     g = next((g for g in groups if g.id == "c-gzip"), None)
     if g is None:
         return None
-    cands = [r for r in g.rows if r.ours in ("gz-auto", "gz-isal3")]
+    cands = [r for r in g.rows if r.ours in ("gz-auto", "gz-zlibng5", "gz-isal3")]
     ok = [r for r in cands if r.ratio is not None and r.size_ratio is not None
           and r.size_ratio <= T_GZIP_FAST_SIZE and r.result in ("PASS", "FAIL")]
     row = Row("gzip fastest backend, size <= pigz -6", "", "", T_GZIP_FAST_SPEED,
@@ -691,8 +723,13 @@ def fmt(x: float | None, spec: str, suffix: str = "") -> str:
     return "-" if x is None else f"{x:{spec}}{suffix}"
 
 
+def contended(c: Contender) -> int:
+    """Runs during which other processes used more than a quarter of a core on average."""
+    return sum(1 for t, x in zip(c.times, c.foreign) if x > max(CONTENDED * t, 0.1))
+
+
 def build_report(a: argparse.Namespace, groups: list[Group], n: int, slow_n: int,
-                 elapsed: float, fixed: dict[str, Any]) -> tuple[str, list[Row]]:
+                 elapsed: float, fixed: dict[str, Any], waited: float) -> tuple[str, list[Row]]:
     evaluate(groups)
     extra = fastest_gzip(groups)
     head = ("job", "ours MB/s", "ref MB/s", "ratio", "size ratio", "target", "result")
@@ -740,15 +777,21 @@ def build_report(a: argparse.Namespace, groups: list[Group], n: int, slow_n: int
                     out.append(f"  {'':<{lw}}  command: {c.shell}")
                 continue
             rng = f"({min(c.times):.3f}-{max(c.times):.3f})"
+            k = contended(c)
+            busy = f"  [{k} of {len(c.times)} runs contended]" if k else ""
             out.append(f"  {c.label:<{lw}}  {c.median:7.3f} s {rng:<15} cpu "
-                       f"{statistics.median(c.cpu):6.2f} s  {c.size:>13,} B  {c.verified}")
+                       f"{statistics.median(c.cpu):6.2f} s  {c.size:>13,} B  {c.verified}{busy}")
     foreign = [x for g in groups for c in g.contenders for x in c.foreign]
     steal = [x for g in groups for c in g.contenders for x in c.steal]
     wall = sum(x for g in groups for c in g.contenders for x in c.times)
     if foreign:
+        runs = [(t, x) for g in groups for c in g.contenders for t, x in zip(c.times, c.foreign)]
+        k = sum(1 for t, x in runs if x > max(CONTENDED * t, 0.1))
         out.append(f"noise: over all timed runs ({wall:.1f} s), other busy CPU on the machine "
                    f"{sum(foreign):.1f} s (max in one run {max(foreign):.2f} s), hypervisor "
-                   f"steal {sum(steal):.2f} s")
+                   f"steal {sum(steal):.2f} s; {k} of {len(runs)} runs contended (other CPU > "
+                   f"{CONTENDED:g} core on average); waited {waited:.0f} s in all for other "
+                   f"load to pass before runs (--idle-wait {a.idle_wait:g})")
     fc = ", ".join(f"{k} {v:.3f} s" if isinstance(v, float) else f"{k} {v}"
                    for k, v in fixed.items())
     out.append(f"fixed cost of our commands on an empty input (start-up, spawn, teardown; "
@@ -807,6 +850,9 @@ def main() -> int:
     p.add_argument("--no-sync", action="store_true",
                    help="pass --no-sync to our commands: no fsync of the output, as gzip, pigz "
                         "and the other tools writing to `> OUT` (default: our default, fsync)")
+    p.add_argument("--idle-wait", type=float, default=0, metavar="SECONDS",
+                   help="before each run, wait up to this long for other processes' CPU load "
+                        "to pass (a shared machine; default 0: do not wait)")
     p.add_argument("--json", metavar="FILE", help="also save everything as JSON")
     a = p.parse_args()
     if a.repeat < 1 or a.workers < 1:
@@ -856,7 +902,7 @@ def main() -> int:
                 if g.setup_note:
                     print(f"  !! {g.id}: {g.setup_note}", file=sys.stderr)
         settle()
-        orders = run_groups(groups, data, a.repeat, a.timeout)
+        orders, waited = run_groups(groups, data, a.repeat, a.timeout, a.idle_wait)
         fixed = fixed_cost(data, a.workers, ["--no-sync"] if a.no_sync else [])
     finally:  # a failure or Ctrl-C leaves no big file behind
         for leftover in [*data.glob("out-*"), *data.glob(".out-*.dataflow-tmp")]:
@@ -865,7 +911,8 @@ def main() -> int:
             for path in g.cleanup:
                 unlink(path)
 
-    text, rows = build_report(a, groups, n, slow_n, time.perf_counter() - start, fixed)
+    text, rows = build_report(a, groups, n, slow_n, time.perf_counter() - start, fixed,
+                              waited)
     print()
     print(text)
     if a.json:
@@ -889,7 +936,8 @@ def main() -> int:
                       "ref_mb_per_s": r.ref_mbs, "ratio": r.ratio, "size_ratio": r.size_ratio,
                       "speed_target": r.speed_target, "size_target": r.size_target,
                       "result": r.result, "note": r.note or None} for r in rows],
-            "orders": orders, "fixed_cost_seconds": fixed, "table": text,
+            "orders": orders, "fixed_cost_seconds": fixed, "idle_waited_seconds": waited,
+            "table": text,
         }
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nresults saved to {a.json}", file=sys.stderr)

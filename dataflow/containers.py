@@ -686,18 +686,18 @@ class Decoder:
             self._zmod = _zlib_module(backend)
             self._zerr = self._zmod.error
             self._wbits = 15 if fmt == "zlib" else 31
-            self._step = self._step_deflate
+            self._step = Decoder._step_deflate  # unbound: no cycle through self
         elif fmt == "zstd":
             import zstandard
             self._zstd = zstandard
             self._zctx = zstandard.ZstdDecompressor()
-            self._step = self._step_zstd
+            self._step = Decoder._step_zstd
         elif fmt == "lz4":
             import lz4.frame
             self._lz4 = lz4.frame
-            self._step = self._step_lz4
+            self._step = Decoder._step_lz4
         else:
-            self._step = self._step_stream
+            self._step = Decoder._step_stream
 
     # -- public ---------------------------------------------------------------------------
 
@@ -736,7 +736,7 @@ class Decoder:
         try:
             while max_length < 0 or n < max_length:
                 room = -1 if max_length < 0 else max_length - n
-                chunk = self._step(room)
+                chunk = self._step(self, room)
                 if chunk is None:
                     starved = True
                     break

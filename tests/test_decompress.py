@@ -218,3 +218,13 @@ def test_members_are_grouped_so_each_chunk_decodes_into_one_slot():
     guessed = 10 * GUESSED_RATIO
     assert group_members(cuts, [None] * 5, 2 * guessed, 1000) == [20, 40, 50]
     assert group_members([0, 7], [5], 1, 1) == [7]                      # never empty
+
+
+def test_parallel_decompression_stays_under_the_memory_limit(tmp_path, sample_log):
+    compressed = tmp_path / "in.zst"
+    pipeline(FileSource(sample_log, split="bytes"), dataflow.Zstd(level=1),
+             FileSink(compressed), workers=2, memory_limit="256MiB", chunk_size="1MiB")
+    stats = pipeline(FileSource(str(compressed), split="bytes"), _decompress(), NullSink(),
+                     workers=2, memory_limit="128MiB", chunk_size="1MiB")
+    assert stats.chunks >= 20 and stats.bytes_out == os.path.getsize(sample_log)
+    assert stats.peak_memory <= 1.1 * (128 << 20), stats.peak_memory
