@@ -19,7 +19,8 @@ from typing import Any
 
 from . import api
 from .errors import UsageError
-from .progress import Progress, summary
+from .progress import Progress
+from .sizes import format_size
 
 # format -> (suffix, default level, level range, stage name, stage options)
 FORMATS: dict[str, tuple[str, int, tuple[int, int], str, dict[str, Any]]] = {
@@ -158,9 +159,18 @@ def _run(source: Any, stages: list[Any], sink: Any, args: argparse.Namespace,
     finally:
         progress.close()
     if args.verbose:
-        ratio = stats.bytes_out / stats.bytes_in if stats.bytes_in else 0.0
-        line = summary(stats).removeprefix("dataflow: ")
-        print(f"dataflow: {label}: {line} (out/in {ratio:.3f})", file=sys.stderr)
+        # what was read from the file (a decoding source counts decoded bytes as its input)
+        size_in = total if total is not None and not stages[0].reads_source else None
+        if size_in is None and label != "<stdin>":
+            size_in = os.path.getsize(label)
+        size_in = stats.bytes_in if size_in is None else size_in
+        ratio = stats.bytes_out / size_in if size_in else 0.0
+        seconds = max(stats.wall_seconds, 1e-9)
+        print(f"dataflow: {label}: {format_size(size_in)} in, {format_size(stats.bytes_out)} "
+              f"out (out/in {ratio:.3f}), {stats.wall_seconds:.2f}s, "
+              f"{max(size_in, stats.bytes_out) / seconds / 1e6:.1f} MB/s of uncompressed data, "
+              f"{stats.workers} workers, peak memory {format_size(stats.peak_memory)} of "
+              f"{format_size(stats.memory_limit)}", file=sys.stderr)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:

@@ -104,3 +104,13 @@ def test_input_that_already_has_the_suffix_is_left_alone(tmp_path, log):
     r = run_cli("compress", str(gz))
     assert r.returncode == 2 and b"already has the .gz suffix" in r.stderr
     assert gz.exists() and not (tmp_path / "already.gz.gz").exists()
+
+
+def test_verbose_summary_counts_the_compressed_file_as_input(tmp_path, log):
+    ok("compress", "-k", str(log))
+    gz = tmp_path / "app.log.gz"
+    r = ok("decompress", "-v", "-c", str(gz))
+    assert r.stdout == log.read_bytes()
+    line = r.stderr.decode()
+    from dataflow.sizes import format_size
+    assert f"{format_size(gz.stat().st_size)} in, {format_size(log.stat().st_size)} out" in line
