@@ -3,8 +3,12 @@
 Rules:
 - Unknown keys, wrong types and bad values are errors, reported as
   `job.yaml:7: stages[0].grep.pattern: <what is wrong>` (the line comes from the YAML node).
-- YAML is loaded safely; a duplicate key is an error (PyYAML would keep the last silently),
-  and a value that YAML 1.1 turned into a boolean where text was expected gets a hint.
+- YAML is loaded safely and checked before anything is built (`_check_node`): only plain tags
+  (never `!!python/...`), text keys, no duplicate key (PyYAML would keep the last silently),
+  integers in decimal (YAML 1.1 reads `0755` as 493, `0x10` as 16, `1:30` as 90), at most
+  MAX_BYTES of text and MAX_VALUES values once aliases are expanded ("billion laughs").
+- YAML 1.1 booleans (yes/no/on/off) are accepted where a boolean is expected (`ordered: no`);
+  where text is expected, a boolean, number or date is refused with a hint to quote it.
 - `--set path=value` overrides apply before validation; values are read as YAML scalars.
 - Stages are one-key mappings (`- grep: {pattern: x}`); the key is a registry name, the value
   is checked against that transform's `Options` Struct. A bare name means no options.
@@ -22,7 +26,7 @@ import yaml
 
 from .errors import ConfigError, DataflowError
 from .registry import STAGES, stage_class
-from .sizes import parse_size
+from .sizes import parse_duration, parse_size
 
 Size = int | str
 
@@ -63,6 +67,8 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     chunk_size: Size = "4MiB"
     ordered: bool = True
     max_attempts: int = 4
+    chunk_timeout: float | str | None = None  # seconds (or "30s", "5m") one chunk may take
+    worker_max_chunks: int | None = None      # replace a worker after this many chunks
 
 
 class Job(msgspec.Struct):
@@ -76,36 +82,128 @@ class Job(msgspec.Struct):
 
 
 # ----------------------------------------------------------------------------- YAML
+# Limits of a job document: a log file given by mistake, or a "billion laughs" document (nested
+# anchors and aliases: a few hundred bytes that expand to 9^9 values), is refused up front.
+MAX_BYTES = 1 << 20
+MAX_VALUES = 100_000            # values once aliases are expanded (each use counts)
+MAX_DEPTH = 50
+_TAG = "tag:yaml.org,2002:"
+_PLAIN_TAGS = {_TAG + t for t in ("null", "bool", "int", "float", "str", "timestamp", "seq",
+                                  "map", "merge")}
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9_]*)")
+_KIND = {"null": "null", "bool": "a boolean", "int": "a number", "float": "a number",
+         "date": "a date", "datetime": "a date", "timestamp": "a date", "str": "text",
+         "array": "a list", "object": "a mapping"}      # YAML tags and msgspec's type names
+
+
+def _too_deep(file: str, line: int) -> ConfigError:
+    return ConfigError(f"the job nests more than {MAX_DEPTH} levels deep: refused, a job is a "
+                       f"short document", file=file, line=line)
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe loader that rejects duplicate keys."""
+    """Safe loader that stops composing past MAX_DEPTH levels (the composer recurses)."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.depth >= MAX_DEPTH:
+            raise _too_deep(self.name, self.peek_event().start_mark.line + 1)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:null" and key_node.value == "null":
-            # `sink: {null: true}`: a key spelled null means the word, never YAML's null
-            key_node.tag = "tag:yaml.org,2002:str"
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                              line=key_node.start_mark.line + 1)
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
+def _check_node(loader: _Loader, node: Any, parts: list[str | int], file: str,
+                count: list[int]) -> None:
+    """Refuse what YAML would accept silently or dangerously, naming the path and line.
+
+    Only plain tags (no `!!python/...`); keys are text and unique; numbers are decimal (YAML 1.1
+    reads 0755 as 493, 0x10 and 1:30 as numbers too); aliases expand to at most MAX_VALUES
+    values and MAX_DEPTH levels (a recursive alias to neither).
+    """
+    count[0] += 1
+    line = node.start_mark.line + 1
+    if count[0] > MAX_VALUES:
+        raise ConfigError(f"the job expands to more than {MAX_VALUES} values (each use of an "
+                          f"alias such as *name counts): refused, a job is a short document",
+                          file=file, line=line)
+    if len(parts) > MAX_DEPTH:
+        raise _too_deep(file, line)
+    if node.tag not in _PLAIN_TAGS:
+        tag = node.tag.replace(_TAG, "!!", 1) if node.tag.startswith(_TAG) else node.tag
+        raise ConfigError(f"the tag {tag} is not allowed: a job holds only plain values "
+                          f"(text, numbers, booleans, lists, mappings)",
+                          path=_format_path(parts), file=file, line=line)
+    if isinstance(node, yaml.ScalarNode):
+        text = node.value
+        if (node.tag == _TAG + "int" and not _DECIMAL.fullmatch(text)
+                or node.tag == _TAG + "float" and ":" in text):
+            base = ("hexadecimal" if "x" in text else "binary" if "b" in text else
+                    "base 60" if ":" in text else "octal")
+            raise ConfigError(f"YAML 1.1 reads {text} as the {base} number "
+                              f"{loader.construct_object(node)}: write numbers in decimal, or "
+                              f"quote it ('{text}') to keep the text",
+                              path=_format_path(parts), file=file, line=line)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_node(loader, item, parts + [i], file, count)
+    else:
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if key.tag == _TAG + "merge":           # `<<: *defaults`: its keys may be overridden
+                _check_node(loader, value, parts, file, count)
+                continue
+            if key.tag == _TAG + "null" and key.value == "null":
+                key.tag = _TAG + "str"   # `sink: {null: true}`: the word, never YAML's null
+            if not isinstance(key, yaml.ScalarNode):
+                raise ConfigError("a key must be text, not a list or mapping",
+                                  path=_format_path(parts), file=file, line=line)
+            here = parts + [key.value]
+            _check_node(loader, key, here, file, count)
+            if key.tag != _TAG + "str":
+                kind = _KIND.get(key.tag.removeprefix(_TAG), "something else")
+                raise ConfigError(f"a key must be text, and YAML reads {key.value} as {kind}: "
+                                  f"quote it ('{key.value}') or fix the name",
+                                  path=_format_path(here), file=file, line=line)
+            if key.value in first:
+                raise ConfigError(f"duplicate key {key.value!r} (first on line "
+                                  f"{first[key.value]}): remove one of them",
+                                  path=_format_path(here), file=file, line=line)
+            first[key.value] = line
+            _check_node(loader, value, here, file, count)
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _load_yaml(text: str, file: str) -> tuple[Any, Any]:
+    """(data, root node) of one YAML document, safely and checked; (None, None) if empty."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"the job is larger than {MAX_BYTES >> 20} MiB: a job is a short YAML "
+                          f"document (is this the right file?)", file=file)
+    loader = _Loader(text)
+    loader.name = file
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_node(loader, node, [], file, [0])
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
 
 
 def _parse_yaml(text: str, file: str) -> tuple[Any, Any]:
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
-    except ConfigError as e:
-        raise ConfigError(e.message, file=file, line=e.line) from None
+        data, node = _load_yaml(text, file)
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else None
-        raise ConfigError(f"invalid YAML: {e.problem}", file=file, line=line) from None
+        problem = f"{e.context}, {e.problem}" if (e.context or "").startswith("expected") \
+            else e.problem          # "expected a single document in the stream, but found..."
+        if "'\\t'" in problem:
+            problem += " (indent with spaces: YAML does not allow tabs)"
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {e}", file=file) from None
     if data is None:
@@ -124,10 +222,11 @@ def _split_path(path: str) -> list[str | int]:
             for m in _PART.finditer(path)]
 
 
-def _line_of(node: Any, parts: list[str | int]) -> int | None:
-    """Line (1-based) of the YAML node at `parts`, or of the deepest ancestor found."""
+def _find(node: Any, parts: list[str | int]) -> tuple[Any, int | None]:
+    """The YAML node at `parts` (None if absent) and the line (1-based) of its key or item, or
+    of its deepest ancestor found."""
     if node is None:
-        return None
+        return None, None
     line = node.start_mark.line + 1
     for part in parts:
         nxt = None
@@ -141,11 +240,16 @@ def _line_of(node: Any, parts: list[str | int]) -> int | None:
             if part < len(node.value):
                 nxt = node.value[part]
         if nxt is None:
-            break
+            return None, line
         if isinstance(part, int):
             line = nxt.start_mark.line + 1
         node = nxt
-    return line
+    return node, line
+
+
+def _line_of(node: Any, parts: list[str | int]) -> int | None:
+    """Line (1-based) of the YAML node at `parts`, or of the deepest ancestor found."""
+    return _find(node, parts)[1]
 
 
 def _format_path(parts: list[str | int]) -> str:
@@ -176,13 +280,19 @@ def _error(message: str, parts: list[str | int], node: Any, file: str) -> Config
                        line=_line_of(node, parts))
 
 
+# what a value must look like, for messages (msgspec would say `int | str`)
+_SIZE = "a size such as 4096, 4MiB or 1.5GB"
+_EXPECTED = {"workers": "a positive integer or 'auto'", "max_attempts": "an integer >= 1",
+             "worker_max_chunks": "an integer >= 1",
+             "chunk_timeout": "a duration such as 30, 30s, 500ms, 5m or 1h",
+             "memory_limit": _SIZE, "chunk_size": _SIZE, "source.max_record_size": _SIZE,
+             "source.generate.size": _SIZE, "source.range.start": _SIZE,
+             "source.range.end": _SIZE}
+
+
 def _msgspec_error(e: msgspec.ValidationError, prefix: list[str | int], node: Any,
                    file: str, data: Any = None) -> ConfigError:
-    text = str(e)
-    message, _, where = text.partition(" - at `")
-    if where.startswith("key` in `"):
-        where = where.removeprefix("key` in `")
-        message = f"a key: {message}"
+    message, _, where = str(e).partition(" - at `")
     rel = _split_path(where.rstrip("`").removeprefix("$")) if where else []
     parts = prefix + rel
     m = re.match(r"Object contains unknown field `(.+)`", message)
@@ -196,14 +306,23 @@ def _msgspec_error(e: msgspec.ValidationError, prefix: list[str | int], node: An
             message += f"; did you mean {close[0]!r}?"
         elif known:
             message += f"; expected one of: {', '.join(known)}"
-    if "got `bool`" in message:
-        message += " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
-    message = message.replace("Expected", "expected", 1)
     message = message.replace("Object missing required field", "missing required key")
-    if message.startswith("Invalid enum value") and parts == ["workers"]:
-        message = f"expected a positive integer or 'auto', got {message.split(' ', 3)[-1]}"
-    elif message.startswith("Invalid enum value"):
-        message = message.replace("Invalid enum value", "invalid value", 1)
+    message = message.replace("Invalid enum value", "invalid value", 1)
+    found = None if _from_override(parts) else _find(node, parts)[0]
+    text = found.value if isinstance(found, yaml.ScalarNode) else None  # as written in the file
+    m = re.fullmatch(r"Expected `(.+)`, got `(\w+)`|invalid value (.+)", message)
+    expected, got, bad = m.groups() if m else (None, None, None)
+    if m and _format_path(parts) in _EXPECTED:      # say what the value must look like
+        shown = bad or (repr(text) if got == "str" else text) or _KIND.get(got, got)
+        message = f"expected {_EXPECTED[_format_path(parts)]}, got {shown}"
+    elif expected:
+        message = f"expected `{expected}`, got `{got}`"
+        if set(expected.split(" | ")) - {"array", "object", "null"} == {"str"} and \
+                got in ("bool", "int", "float", "date", "datetime"):
+            message += (f": YAML reads {text} as {_KIND[got]}; quote it ('{text}') to keep the "
+                        f"text" if text else ": quote the value to keep it as text")
+        elif expected == "bool" and got == "str":
+            message += ": write true or false, without quotes"
     return _error(message, parts, node, file)
 
 
@@ -227,9 +346,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set expects path=value, got {assignment!r}")
     parts = _split_path(path.strip())
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+        value = _load_yaml(raw, "")[0] if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except ConfigError as e:
+        raise ConfigError(f"--set {path}: {e.message}") from None
     kinds = {"sink": ("file", "stdout", "null"), "source": ("file", "stdin", "generate")}
     if len(parts) >= 2 and parts[0] in kinds and parts[1] in kinds[parts[0]]:
         section = data.get(parts[0])
@@ -360,7 +481,7 @@ def load_job(path: str, overrides: list[str] = (), text: str | None = None) -> J
     if text is None:
         try:
             with open(path, encoding="utf-8") as f:
-                text = f.read()
+                text = f.read(MAX_BYTES + 1)   # not all of a log file given by mistake
         except OSError as e:
             raise ConfigError(f"cannot read the job: {e.strerror}", file=path) from None
         except UnicodeDecodeError as e:
@@ -388,6 +509,14 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         raise _error("must be at least 1 (or 'auto')", ["workers"], node, path)
     if spec.max_attempts < 1:
         raise _error("must be at least 1", ["max_attempts"], node, path)
+    if spec.chunk_timeout is not None:
+        try:
+            spec.chunk_timeout = parse_duration(data["chunk_timeout"])  # as written: 0, not 0.0
+        except ValueError as e:
+            raise _error(str(e), ["chunk_timeout"], node, path) from None
+    if spec.worker_max_chunks is not None and spec.worker_max_chunks < 1:
+        raise _error("must be at least 1 (or left out: workers are kept for the whole job)",
+                     ["worker_max_chunks"], node, path)
     source = _build_source(spec.source, node, path)
     stages = [_build_stage(i, entry, node, path) for i, entry in enumerate(spec.stages)]
     for i, stage in enumerate(stages):
