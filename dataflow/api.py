@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from .coordinator import Run, Stats
 from .errors import DataflowError, UsageError
 from .plan import Plan, make_plan
-from .sizes import parse_size
+from .sizes import parse_duration, parse_size
 from .streams import Transform
 
 DEFAULT_CHUNK_SIZE = 4 << 20     # big enough that per-chunk costs vanish, small enough for caches
@@ -71,27 +71,47 @@ def context_size(stages: list[Transform]) -> int:
 
 def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_limit: int | str,
          chunk_size: int | str, ordered: bool, max_record_size: int | str | None,
-         progress: Any, start_method: str, max_attempts: int = 4) -> Run:
+         progress: Any, start_method: str, max_attempts: int = 4,
+         chunk_timeout: float | str | None = None, worker_max_chunks: int | None = None) -> Run:
     record = max_record_size if max_record_size is not None else getattr(
         source, "max_record_size", 0)
     checked = check_stages(stages)
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
                          max_record_size=record, context=context_size(checked))
     chunk = parse_size(chunk_size)
+    timeout = _duration(chunk_timeout, "chunk_timeout") if chunk_timeout is not None else None
+    if worker_max_chunks is not None:
+        if worker_max_chunks < 1:
+            raise UsageError(f"worker_max_chunks must be at least 1, got {worker_max_chunks}")
+        for i, stage in enumerate(checked):
+            if stage.flushes:
+                raise UsageError(f"worker_max_chunks: stages[{i}] ({stage.name}) keeps state "
+                                 f"in each worker until its flush(), so its workers cannot "
+                                 f"be replaced mid-job")
     if checked and checked[0].reads_source:
         from .decoding import prepare
 
         source, checked = prepare(source, checked, plan.capacity, chunk)
     return Run(source, checked, plan, ordered=ordered,
                chunk_size=chunk, progress=progress,
-               start_method=start_method, max_attempts=max_attempts)
+               start_method=start_method, max_attempts=max_attempts,
+               chunk_timeout=timeout, worker_max_chunks=worker_max_chunks)
+
+
+def _duration(value: float | str, name: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise UsageError(f"{name}: {e}") from None
 
 
 def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
              memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
              chunk_size: int | str = DEFAULT_CHUNK_SIZE, ordered: bool = True,
              max_record_size: int | str | None = None, progress: Any = None,
-             start_method: str = "spawn", max_attempts: int = 4) -> Stats:
+             start_method: str = "spawn", max_attempts: int = 4,
+             chunk_timeout: float | str | None = None,
+             worker_max_chunks: int | None = None) -> Stats:
     """Run source -> transforms -> sink (the last argument) and return the job's Stats."""
     if not stages_and_sink:
         raise UsageError("pipeline() needs a sink as its last argument")
@@ -101,7 +121,8 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
                          f"not the transform {sink!r}")
     run = _run(source, tuple(stages), workers=workers, memory_limit=memory_limit,
                chunk_size=chunk_size, ordered=ordered, max_record_size=max_record_size,
-               progress=progress, start_method=start_method, max_attempts=max_attempts)
+               progress=progress, start_method=start_method, max_attempts=max_attempts,
+               chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks)
     if hasattr(source, "resolve") and not getattr(source, "paths", None):
         source.resolve()
     if hasattr(sink, "check"):
@@ -124,11 +145,13 @@ def stream(source: Any, *stages: Any, workers: int | str = "auto",
            memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
            chunk_size: int | str = DEFAULT_CHUNK_SIZE, ordered: bool = True,
            max_record_size: int | str | None = None, start_method: str = "spawn",
-           max_attempts: int = 4) -> Iterator[bytes]:
+           max_attempts: int = 4, chunk_timeout: float | str | None = None,
+           worker_max_chunks: int | None = None) -> Iterator[bytes]:
     """Yield the output as bytes, in order. Leaving the loop early tears the job down."""
     run = _run(source, stages, workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
                ordered=ordered, max_record_size=max_record_size, progress=None,
-               start_method=start_method, max_attempts=max_attempts)
+               start_method=start_method, max_attempts=max_attempts,
+               chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks)
     it = iter(run)
     try:
         for piece in it:

@@ -1,8 +1,14 @@
 """The `dataflow` command: a thin layer over the config loader and the Python API.
 
-Exit codes: 0 ok; 1 the job failed; 2 usage or config error; 3 a bug in dataflow (with a
-report); 128+N killed by signal N after cleaning up (130 Ctrl-C, 143 SIGTERM); 141 when the
-reader of our output went away (`| head`), quietly.
+Exit codes: 0 ok; 1 the job failed; 2 usage or config error (an existing sink.file without
+--force included); 3 a bug in dataflow (with a report); 128+N killed by signal N after cleaning
+up (130 Ctrl-C, 143 SIGTERM); 141 when the reader of our output went away (`| head`), quietly.
+
+Output safety: `run` checks the sink before any worker starts (its directory exists and is
+writable, it is not a directory nor an input, it does not exist unless --force). A full
+disk or a file-size limit (`ulimit -f`; CPython ignores SIGXFSZ, so write() fails with EFBIG)
+is a clean error with the temp file removed. `cleanup` removes segments and temp files whose
+owner is dead.
 
 Signals: SIGINT and SIGTERM raise `Interrupted` once; the coordinator tears everything down;
 then the process re-raises the signal with its default action so the shell sees 130/143.
@@ -23,7 +29,7 @@ from . import api
 from .config import load_job
 from .errors import ConfigError, DataflowError, Interrupted, ResourceError, UsageError
 from .progress import Progress, summary
-from .sinks import BrokenPipe
+from .sinks import BrokenPipe, FileSink, OutputExistsError
 
 
 class _Signals:
@@ -66,13 +72,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.stats:
         _check_writable(args.stats, "--stats")
+    _check_sink(job, args.force)
     total = job.source.size() if hasattr(job.source, "size") else None
     progress = Progress(total, live=None if args.progress == "auto" else args.progress == "on")
     try:
         stats = api.pipeline(job.source, *job.stages, job.sink, workers=plan.workers,
                              memory_limit=spec.memory_limit, chunk_size=spec.chunk_size,
                              ordered=spec.ordered, progress=progress,
-                             max_attempts=spec.max_attempts)
+                             max_attempts=spec.max_attempts,
+                             chunk_timeout=spec.chunk_timeout,
+                             worker_max_chunks=spec.worker_max_chunks)
     finally:
         progress.close()
     if args.stats:
@@ -87,6 +96,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for name, result in stats.results.items():
             print(f"  {name}: {msgspec.json.encode(result).decode()}", file=sys.stderr)
     return 0
+
+
+def _check_sink(job: Any, force: bool) -> None:
+    """Refuse, before anything starts, an output that cannot or must not be written."""
+    sink = job.sink
+    if not isinstance(sink, FileSink):
+        return
+    sink.overwrite = force  # the final rename refuses a file that appears meanwhile, too
+    source = job.source
+    if hasattr(source, "resolve") and not getattr(source, "paths", None):
+        source.resolve()
+    try:
+        sink.check(source.identities() if hasattr(source, "identities") else [])
+    except OutputExistsError:
+        raise UsageError(f"{sink.path} already exists; use --force to replace it, or choose "
+                         f"another sink.file") from None
 
 
 def _check_writable(path: str, what: str) -> None:
@@ -127,11 +152,18 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_cleanup(args: argparse.Namespace) -> int:
-    from .shm import remove_stale
+    from .shm import SHM_DIR, remove_stale
+    from .sinks import remove_stale_temps
 
-    removed = remove_stale()
-    for name in removed:
-        print(f"removed /dev/shm/{name}")
+    directories = args.directories or ["."]
+    for d in directories:
+        if not os.path.isdir(d):
+            raise UsageError(f"cleanup {d}: not a directory")
+    removed = [os.path.join(SHM_DIR, name) for name in remove_stale()]
+    for d in directories:
+        removed += remove_stale_temps(d)
+    for path in removed:
+        print(f"removed {path}")
     if not removed:
         print("nothing to clean up")
     return 0
@@ -156,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: when stderr is a terminal)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    r.add_argument("--force", action="store_true",
+                   help="replace an existing sink.file (by default the job refuses to start)")
     r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("validate", help="check a YAML job without running it")
@@ -172,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_compress import add_parsers
     add_parsers(sub)
 
-    c = sub.add_parser("cleanup", help="remove shared memory left by dead dataflow processes")
+    c = sub.add_parser("cleanup", help="remove shared memory and temp files left by dead "
+                       "dataflow processes")
+    c.add_argument("directories", nargs="*", metavar="DIR",
+                   help="where to look for temp files (.NAME.PID.HEX.dataflow-tmp) of killed "
+                        "runs (default: the current directory); /dev/shm is always swept")
     c.set_defaults(func=_cmd_cleanup)
     return p
 

@@ -17,6 +17,9 @@ Rules:
 - Everything the coordinator does is an action the scheduler asked for; decisions live there.
 - `Run` is a generator of output views: whoever iterates it (a sink, `stream()`) applies
   backpressure just by not asking for more. Views are valid until the next iteration.
+- Supervision (watchdog.py decides, this module acts): a worker past `chunk_timeout` gets
+  SIGTERM + SIGCONT, then SIGKILL; the memory watchdog pauses reading, retires or kills the
+  largest worker. A killed worker's chunks run again like any dead worker's.
 - Teardown always runs (normal end, error, interrupt, the consumer leaving): workers told to
   stop, then terminated, then killed; the arena unlinked. The first real error is the one
   raised; errors during teardown never hide it.
@@ -41,13 +44,16 @@ from . import messages as M
 from . import scheduler as S
 from .errors import DataflowError, RemoteTraceback, StageError, WorkerCrashedError
 from .framing import Framer
-from .plan import Plan
+from .plan import COORDINATOR, SCRATCH, WORKER, Plan
 from .shm import Arena
 from .sources import ChunkReader
 from .streams import Transform
+from .sizes import format_size
+from . import watchdog as W
 from . import worker as worker_module
 
-MEMORY_SAMPLE_SECONDS = 0.25  # how often the process tree's PSS is measured (~0.3 ms each)
+MEMORY_SAMPLE_SECONDS = 0.25  # how often the process tree's PSS is measured (~0.4 ms a process)
+MEMORY_SAMPLE_SECONDS_NEAR_LIMIT = 0.1  # ... when it is within 10% of memory_limit
 STOP_GRACE_SECONDS = 2.0      # a worker told to stop gets this long before SIGTERM, then SIGKILL
 
 
@@ -90,6 +96,12 @@ class Stats(msgspec.Struct):
     stage_seconds: dict[str, float] = {}
     peak_memory: int = 0          # summed PSS of coordinator + workers, bytes
     memory_limit: int = 0
+    host_memory: int = 0          # the calling process's PSS beyond a coordinator's share at
+                                  # the start (a big program calling pipeline()): not the job's
+    recycled: int = 0             # workers replaced by worker_max_chunks or the memory watchdog
+    timed_out: int = 0            # workers killed by chunk_timeout
+    memory_kills: int = 0         # workers killed by the memory watchdog
+    paused_seconds: float = 0.0   # time reading was paused by the memory watchdog
     results: dict[str, Any] = {}  # each folding stage's result
 
 
@@ -107,7 +119,8 @@ class Run:
 
     def __init__(self, source: Any, stages: list[Any], plan: Plan, *, ordered: bool = True,
                  chunk_size: int = 0, progress: Any = None, start_method: str = "spawn",
-                 max_attempts: int = 4):
+                 max_attempts: int = 4, chunk_timeout: float | None = None,
+                 worker_max_chunks: int | None = None):
         self.source = source
         self.stages = stages
         self.plan = plan
@@ -116,6 +129,8 @@ class Run:
         self.progress = progress
         self.ctx = mp.get_context(start_method)
         self.max_attempts = max_attempts
+        self.chunk_timeout = chunk_timeout
+        self.worker_max_chunks = worker_max_chunks
         self.stage_keys = [f"{i}:{s.name}" for i, s in enumerate(stages)]  # stats keys
         self.stats = Stats(workers=plan.workers, slots=plan.slots, slot_size=plan.slot_size,
                            memory_limit=plan.memory_limit,
@@ -123,9 +138,20 @@ class Run:
         self.specs = msgspec.msgpack.encode([s.spec() for s in stages])
         self.folds = [s.initial() for s in stages]
         self.procs: dict[int, _Proc] = {}
+        self.retired: list[_Proc] = []          # told to stop, not yet reaped
+        # worker -> (pid, SIGKILL deadline, cause) of a process being ended by the supervision
+        self.killing: dict[int, tuple[int, float, str]] = {}
         self.arena: Arena | None = None
         self._psutil: dict[int, psutil.Process] = {}
         self._last_sample = 0.0
+        self._sample_every = MEMORY_SAMPLE_SECONDS
+        self._paused_at: float | None = None
+        self.clock = W.ChunkClock(chunk_timeout) if chunk_timeout else None
+        spare = max(0, plan.memory_limit - plan.estimate()) // plan.workers
+        self.memory = W.MemoryWatchdog(
+            plan.memory_limit, WORKER + SCRATCH * plan.slot_size,
+            allowance=max(W.MIN_ALLOWANCE, SCRATCH * plan.slot_size + spare),
+            can_retire=not any(getattr(s, "flushes", False) for s in stages))
 
     # ------------------------------------------------------------------ processes
     def _start_worker(self, index: int) -> None:
@@ -148,6 +174,9 @@ class Run:
         self.procs[index] = _Proc(p, parent)
 
     def _stop_workers(self) -> None:
+        for i, proc in enumerate(self.retired):
+            self.procs[-1 - i] = proc  # stopped already; reaped (or killed) with the rest
+        self.retired.clear()
         for proc in self.procs.values():
             try:
                 proc.conn.send_bytes(M.to_worker_encoder.encode(M.Stop()))
@@ -173,25 +202,80 @@ class Run:
         self.procs.clear()
 
     # ------------------------------------------------------------------ memory
-    def _sample_memory(self, now: float) -> None:
-        if now - self._last_sample < MEMORY_SAMPLE_SECONDS:
-            return
+    def _sample_memory(self, now: float, sched: S.Scheduler | None = None) -> list[object]:
+        """Measure the tree; return the memory watchdog's decisions (watchdog.py)."""
+        if now - self._last_sample < self._sample_every:
+            return []
         self._last_sample = now
         total = 0
-        pids = [os.getpid()] + [p.pid for p in self.procs.values()]
+        uss: dict[int, int] = {}
+        pids: list[tuple[int | None, int]] = [(None, os.getpid())]
+        pids += [(i, p.pid) for i, p in self.procs.items()]
+        pids += [(None, p.pid) for p in self.retired]
         tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
         if tracker:  # spawn's helper process is part of our tree's memory too
-            pids.append(tracker)
-        for pid in pids:
+            pids.append((None, tracker))
+        for index, pid in pids:
             proc = self._psutil.get(pid)
             try:
                 if proc is None:
                     proc = self._psutil[pid] = psutil.Process(pid)
-                total += proc.memory_full_info().pss
+                info = proc.memory_full_info()
             except (psutil.Error, AttributeError, OSError):
                 self._psutil.pop(pid, None)
+                continue
+            total += info.pss
+            if (index is not None and index not in self.killing and sched is not None
+                    and sched.workers[index].ready):
+                uss[index] = info.uss  # a worker the watchdog may act on
         if total > self.stats.peak_memory:
             self.stats.peak_memory = total
+        job = total - self.stats.host_memory
+        # near the limit, look more often: a leak can grow fast
+        self._sample_every = (MEMORY_SAMPLE_SECONDS if job < W.RESUME * self.plan.memory_limit
+                              else MEMORY_SAMPLE_SECONDS_NEAR_LIMIT)
+        return self.memory.observe(job, uss)
+
+    def _supervise(self, now: float, sched: S.Scheduler, actions: deque[Any]) -> None:
+        """Carry out the memory watchdog's decisions and the chunk timeouts."""
+        for decision in self._sample_memory(now, sched):
+            if isinstance(decision, W.PauseReading):
+                if decision.paused:
+                    self._paused_at = now
+                elif self._paused_at is not None:
+                    self.stats.paused_seconds += now - self._paused_at
+                    self._paused_at = None
+                actions.extend(sched.handle(S.SetPaused(decision.paused)))
+            elif isinstance(decision, W.Retire):
+                actions.extend(sched.handle(S.RetireWorker(decision.worker)))
+            elif isinstance(decision, W.KillWorker):
+                self.stats.memory_kills += 1
+                self._kill(decision.worker, "memory", now, term=False)
+        if self.clock is not None:
+            for w in self.clock.overdue(now):
+                self.stats.timed_out += 1
+                self._kill(w, "timeout", now, term=True)
+        for w, (pid, deadline, _) in self.killing.items():
+            proc = self.procs.get(w)
+            if proc is not None and proc.pid == pid and now >= deadline:
+                proc.process.kill()  # SIGTERM was not enough (or it was a memory kill)
+        self.retired = [p for p in self.retired if p.process.is_alive()]
+
+    def _kill(self, w: int, cause: str, now: float, *, term: bool) -> None:
+        """End worker `w` for `cause`; its exit comes back through its sentinel."""
+        proc = self.procs.get(w)
+        if proc is None or w in self.killing:
+            return
+        if self.clock is not None:
+            self.clock.forget(w)
+        if term:
+            proc.process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)  # a stopped worker must see the SIGTERM
+            self.killing[w] = (proc.pid, now + W.TERM_GRACE_SECONDS, cause)
+        else:
+            proc.process.kill()
+            self.killing[w] = (proc.pid, now, cause)
 
     # ------------------------------------------------------------------ the loop
     def __iter__(self) -> Iterator[memoryview]:
@@ -199,7 +283,8 @@ class Run:
         plan = self.plan
         sched = S.Scheduler(plan.slots, plan.workers, ordered=self.ordered,
                             prefetch=plan.prefetch, max_attempts=self.max_attempts,
-                            flush=any(getattr(s, "flushes", False) for s in self.stages))
+                            flush=any(getattr(s, "flushes", False) for s in self.stages),
+                            worker_max_chunks=self.worker_max_chunks)
         if hasattr(self.source, "framer"):  # a source with its own cut points (members)
             framer = self.source.framer()
         else:
@@ -209,6 +294,9 @@ class Run:
         last = self.stages[-1] if self.stages else None
         framing = last is not None and last.frames_output()
         try:
+            with contextlib.suppress(psutil.Error, OSError):
+                own = psutil.Process().memory_full_info().pss
+                self.stats.host_memory = max(0, own - COORDINATOR)
             self.arena = Arena.create(plan.slots, plan.slot_size)
             self.source.open()
             # spawn starts this helper on first use and unblocks SIGINT around it, which would
@@ -240,14 +328,28 @@ class Run:
                     elif isinstance(a, S.Dispatch):
                         self._send(a.worker, M.Task(a.seq, a.in_slot, a.out_slot, a.length,
                                                     a.offset, a.attempt))
+                        if self.clock is not None:
+                            self.clock.busy(a.worker, time.monotonic())
                     elif isinstance(a, S.DispatchFlush):
                         self._send(a.worker, M.Flush(a.seq, a.out_slot))
+                        if self.clock is not None:
+                            self.clock.busy(a.worker, time.monotonic())
                     elif isinstance(a, S.SendAck):
                         self._send(a.worker, M.Ack(a.seq))
+                        if self.clock is not None:
+                            self.clock.release(a.worker, time.monotonic())
                     elif isinstance(a, S.StartWorker):
                         old = self.procs.pop(a.worker, None)
                         if old is not None:
                             old.conn.close()
+                        self._start_worker(a.worker)
+                    elif isinstance(a, S.RestartWorker):
+                        old = self.procs.pop(a.worker)
+                        self.killing.pop(a.worker, None)  # being killed: as good as stopped
+                        self._send_to(old, M.Stop())
+                        old.conn.close()
+                        self.retired.append(old)
+                        self.stats.recycled += 1
                         self._start_worker(a.worker)
                     elif isinstance(a, S.Abort):
                         raise self._abort_error(a, sched)
@@ -257,7 +359,7 @@ class Run:
                     break
                 by_conn = {p.conn: i for i, p in self.procs.items()}
                 by_sentinel = {p.process.sentinel: i for i, p in self.procs.items()}
-                ready = wait(list(by_conn) + list(by_sentinel), timeout=MEMORY_SAMPLE_SECONDS)
+                ready = wait(list(by_conn) + list(by_sentinel), timeout=self._sample_every)
                 now = time.monotonic()
                 dead: list[int] = []
                 for obj in ready:
@@ -273,12 +375,19 @@ class Run:
                         continue
                     self._drain(w, sched, actions)       # results sent before it died count
                     proc.process.join(1.0)
-                    actions.extend(sched.handle(S.WorkerExited(w, proc.process.exitcode)))
-                self._sample_memory(now)
+                    cause = self.killing.pop(w, (0, 0.0, None))[2]
+                    if self.clock is not None:
+                        self.clock.forget(w)
+                    self.memory.replaced(w)
+                    actions.extend(sched.handle(S.WorkerExited(w, proc.process.exitcode,
+                                                               cause=cause)))
+                self._supervise(now, sched, actions)
                 if self.progress is not None:
                     self.progress.update(self, sched)
             self.stats.chunks = sched.chunks_written
             self.stats.retries = sched.retries
+            if self._paused_at is not None:
+                self.stats.paused_seconds += time.monotonic() - self._paused_at
             if framing and (trailer := last.trailer(last.result(self.folds[-1]))):
                 self.stats.bytes_out += len(trailer)
                 yield memoryview(trailer)
@@ -315,8 +424,12 @@ class Run:
         return S.ChunkRead(slot, offset, n)
 
     def _send(self, w: int, msg: Any) -> None:
+        self._send_to(self.procs[w], msg)
+
+    @staticmethod
+    def _send_to(proc: _Proc, msg: Any) -> None:
         try:
-            self.procs[w].conn.send_bytes(M.to_worker_encoder.encode(msg))
+            proc.conn.send_bytes(M.to_worker_encoder.encode(msg))
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the worker died; its sentinel reports it
 
@@ -334,9 +447,15 @@ class Run:
                         self.stats.stage_seconds[key] += sec
                     actions.extend(sched.handle(S.ChunkDone(w, msg.seq, msg.slot, msg.length,
                                                             msg.summaries or None)))
+                    if self.clock is not None and w not in self.killing:
+                        self.clock.progress(w, time.monotonic(), bool(sched.workers[w].tasks))
                 elif isinstance(msg, M.Piece):
                     actions.extend(sched.handle(S.PieceOut(w, msg.seq, msg.slot, msg.length)))
+                    if self.clock is not None and w not in self.killing:
+                        self.clock.progress(w, time.monotonic(), True)
+                        self.clock.hold(w)
                 elif isinstance(msg, M.Ready):
+                    self.memory.replaced(w)
                     actions.extend(sched.handle(S.WorkerReady(w)))
                 elif isinstance(msg, M.Failed):
                     raise self._stage_error(msg, sched)
@@ -371,14 +490,19 @@ class Run:
 
     def _abort_error(self, a: S.Abort, sched: S.Scheduler) -> DataflowError:
         how = describe_exit(a.exitcode)
+        if a.cause == "timeout":
+            how = f"running past chunk_timeout ({self.chunk_timeout:g} s; ended by {how})"
+        elif a.cause == "memory":
+            how = (f"growing the job past memory_limit ({format_size(self.plan.memory_limit)}; "
+                   f"{how}): the chunk needs more memory than the limit leaves a worker")
         if a.reason == "setup":
             return WorkerCrashedError(f"worker {a.worker} died while starting ({how}); "
                                       f"check the stages' setup", exitcode=a.exitcode)
         if a.length:
             where = self.source.where(a.offset)
             return WorkerCrashedError(
-                f"chunk {a.seq} ({where}, bytes {a.offset}-{a.offset + a.length}) killed its "
-                f"worker {a.attempts} times, the last by {how}; giving up", seq=a.seq,
-                exitcode=a.exitcode)
+                f"chunk {a.seq} ({where}, bytes {a.offset}-{a.offset + a.length}) failed "
+                f"{a.attempts} times, each time its worker died; the last by {how}; giving up",
+                seq=a.seq, exitcode=a.exitcode)
         return WorkerCrashedError(f"worker {a.worker} died during its end-of-stream flush "
                                   f"({how})", seq=a.seq, exitcode=a.exitcode)

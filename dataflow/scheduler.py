@@ -26,6 +26,13 @@ than a slot): the worker waits for an Ack before reusing the slot. A retried chu
 same bytes again (transforms are pure functions of their chunk), so output already written by
 an earlier attempt is skipped by byte count: nothing is lost, nothing written twice.
 
+Recycling and pausing
+---------------------
+A worker may be *retired* (`RetireWorker`, or after `worker_max_chunks` chunks): it gets no new
+task, and once its last one is done it is replaced (`RestartWorker`): a fresh process, for
+transforms that leak. While reading is paused (`SetPaused`, the memory watchdog's first step)
+only the head chunk may still be read, so the job slows down but never stalls.
+
 End of stream
 -------------
 When the source is exhausted and every data chunk is done, each live worker gets one Flush
@@ -83,11 +90,27 @@ class ChunkDone:
 
 @dataclass(frozen=True)
 class WorkerExited:
-    """Worker `worker` is gone. `expected` when it was told to stop."""
+    """Worker `worker` is gone. `expected` when it was told to stop; `cause` says why the
+    coordinator killed it ('timeout', 'memory'), None when it died by itself."""
 
     worker: int
     exitcode: int | None
     expected: bool = False
+    cause: str | None = None
+
+
+@dataclass(frozen=True)
+class RetireWorker:
+    """Replace `worker` once the tasks it holds are done."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
+class SetPaused:
+    """Stop (or resume) reading new chunks; the head chunk is always read."""
+
+    paused: bool
 
 
 # ----------------------------------------------------------------------------- actions
@@ -139,13 +162,21 @@ class StartWorker:
 
 
 @dataclass(frozen=True)
+class RestartWorker:
+    """Stop retired worker `worker` (it is idle) and start a fresh one in its place."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
 class Finish:
     pass
 
 
 @dataclass(frozen=True)
 class Abort:
-    """Stop the job. `reason` is 'crashed' (attempts exhausted) or 'setup' (died before ready)."""
+    """Stop the job. `reason` is 'crashed' (attempts exhausted) or 'setup' (died before ready);
+    `cause` is the last death's (see WorkerExited)."""
 
     reason: str
     seq: int | None = None
@@ -154,10 +185,13 @@ class Abort:
     attempts: int = 0
     offset: int = 0
     length: int = 0
+    cause: str | None = None
 
 
-Event = WorkerReady | ChunkRead | SourceExhausted | PieceOut | ChunkDone | WorkerExited
-Action = ReadInto | Dispatch | DispatchFlush | Write | SendAck | StartWorker | Finish | Abort
+Event = (WorkerReady | ChunkRead | SourceExhausted | PieceOut | ChunkDone | WorkerExited
+         | RetireWorker | SetPaused)
+Action = (ReadInto | Dispatch | DispatchFlush | Write | SendAck | StartWorker | RestartWorker
+          | Finish | Abort)
 
 
 # ----------------------------------------------------------------------------- state
@@ -182,8 +216,9 @@ class _Chunk:
 class _Worker:
     ready: bool = False
     stopping: bool = False
+    retiring: bool = False
     tasks: list[int] = field(default_factory=list)
-    flushed: bool = False
+    chunks_done: int = 0
 
 
 @dataclass
@@ -197,13 +232,15 @@ class Statistics:
     chunks_read: int
     chunks_written: int
     retries: int
+    recycled: int
 
 
 class Scheduler:
     """Decides reads, dispatches, writes and retries. See the module docstring for the rules."""
 
     def __init__(self, slots: int, workers: int, *, ordered: bool = True, prefetch: int = 2,
-                 max_attempts: int = 4, flush: bool = True):
+                 max_attempts: int = 4, flush: bool = True,
+                 worker_max_chunks: int | None = None):
         if slots < 2:
             raise ValueError("the scheduler needs at least 2 slots (one input, one output)")
         if workers < 1:
@@ -212,6 +249,12 @@ class Scheduler:
         self.ordered = ordered
         self.prefetch = max(1, prefetch)
         self.max_attempts = max_attempts
+        if flush and worker_max_chunks:
+            raise ValueError("a worker whose stages keep state until their flush cannot be "
+                             "recycled (worker_max_chunks)")
+        self.worker_max_chunks = worker_max_chunks
+        self.can_retire = not flush
+        self.paused = False
         self.free: list[int] = list(range(slots - 1, -1, -1))  # pop() gives slot 0 first
         self.workers = {w: _Worker() for w in range(workers)}
         self.chunks: dict[int, _Chunk] = {}
@@ -225,6 +268,7 @@ class Scheduler:
         self.finished = False
         self.aborted = False
         self.retries = 0
+        self.recycled = 0
         self.chunks_written = 0
 
     # ------------------------------------------------------------------ public
@@ -252,6 +296,12 @@ class Scheduler:
             if abort is not None:
                 self.aborted = True
                 return [abort]
+        elif isinstance(event, RetireWorker):
+            w = self.workers[event.worker]
+            if w.ready and not w.stopping and self.can_retire:
+                w.retiring = True
+        elif isinstance(event, SetPaused):
+            self.paused = event.paused
         else:  # pragma: no cover - guarded by the type
             raise TypeError(f"unknown event {event!r}")
         return self._progress(out)
@@ -268,7 +318,8 @@ class Scheduler:
             in_flight=in_flight,
             waiting_to_write=sum(1 for c in self.chunks.values() if c.waiting is not None),
             busy_workers=sum(1 for w in self.workers.values() if w.tasks),
-            chunks_read=self.next_seq, chunks_written=self.chunks_written, retries=self.retries)
+            chunks_read=self.next_seq, chunks_written=self.chunks_written, retries=self.retries,
+            recycled=self.recycled)
 
     def chunk_range(self, seq: int) -> tuple[int, int]:
         c = self.chunks.get(seq)
@@ -290,7 +341,12 @@ class Scheduler:
                                  f"which does not hold it")
         if last:
             c.done = True
-            self.workers[worker].tasks.remove(seq)
+            w = self.workers[worker]
+            w.tasks.remove(seq)
+            if not c.flush:
+                w.chunks_done += 1
+                if self.worker_max_chunks and w.chunks_done >= self.worker_max_chunks:
+                    w.retiring = True
             spare = c.in_slot if slot == c.out_slot else c.out_slot
             if spare is not None and spare != slot:
                 self.free.append(spare)
@@ -305,15 +361,21 @@ class Scheduler:
             return None
         was_ready = w.ready
         lost = list(w.tasks)
+        # a worker killed for memory after running other chunks may have grown on them (a
+        # leak): its chunks get the attempt back. A fresh worker's growth is the chunk's own.
+        forgive = ev.cause == "memory" and w.chunks_done > 0
         self.workers[ev.worker] = _Worker()
         for seq in lost:
             c = self.chunks[seq]
+            if forgive:
+                c.attempts -= 1
             if c.flush:
                 return Abort("crashed", seq=seq, worker=ev.worker, exitcode=ev.exitcode,
-                             attempts=c.attempts)
+                             attempts=c.attempts, cause=ev.cause)
             if c.attempts >= self.max_attempts:
                 return Abort("crashed", seq=seq, worker=ev.worker, exitcode=ev.exitcode,
-                             attempts=c.attempts, offset=c.offset, length=c.length)
+                             attempts=c.attempts, offset=c.offset, length=c.length,
+                             cause=ev.cause)
             # a piece of the dead attempt not yet written is dropped: the retry makes it again
             if c.out_slot is not None:
                 self.free.append(c.out_slot)
@@ -324,7 +386,7 @@ class Scheduler:
             heapq.heappush(self.pending, seq)
             self.retries += 1
         if not was_ready and not lost:
-            return Abort("setup", worker=ev.worker, exitcode=ev.exitcode)
+            return Abort("setup", worker=ev.worker, exitcode=ev.exitcode, cause=ev.cause)
         out.append(StartWorker(ev.worker))
         return None
 
@@ -339,7 +401,21 @@ class Scheduler:
             self.finished = True
             self.stop_all()
             out.append(Finish())
+        self._recycle(out)
         return out
+
+    def _recycle(self, out: list[Action]) -> None:
+        if self.finished:
+            return
+        work_left = (self.data_chunks is None or bool(self.pending) or not self.flush_sent
+                     or any(not c.done for c in self.chunks.values()))
+        for index, w in self.workers.items():
+            if w.retiring and not w.tasks and not w.stopping:
+                if not work_left:
+                    continue  # the job is ending: no point in a fresh process
+                self.workers[index] = _Worker()
+                self.recycled += 1
+                out.append(RestartWorker(index))
 
     def _write(self, out: list[Action]) -> None:
         if self.ordered:
@@ -379,7 +455,8 @@ class Scheduler:
             is_head = seq == self.head
             if not is_head and len(self.free) <= RESERVE:
                 return
-            ready = [w for w, st in self.workers.items() if st.ready and not st.stopping]
+            ready = [w for w, st in self.workers.items()
+                     if st.ready and not st.stopping and not st.retiring]
             c = self.chunks[seq]
             if c.bound is not None:
                 ready = [w for w in ready if w == c.bound]
@@ -419,6 +496,8 @@ class Scheduler:
         if self.reading or self.data_chunks is not None or not self.free:
             return
         is_head = self.next_seq == self.head
+        if self.paused and not is_head:
+            return  # the memory watchdog asked for a pause; the head keeps the job moving
         # every chunk waiting for a worker will need an output slot, plus the reserve
         if not is_head and len(self.free) <= RESERVE + len(self.pending):
             return

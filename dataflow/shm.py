@@ -16,6 +16,7 @@ import os
 import secrets
 
 from .errors import ResourceError
+from .owners import owner_alive
 from .sizes import format_size
 
 SHM_DIR = "/dev/shm"
@@ -96,21 +97,14 @@ class Arena:
 
 
 def _owner_alive(name: str) -> bool:
-    import psutil  # here, not at the top: workers import this module and never need it
-
     try:
         pid = int(name[len(PREFIX):].split("-", 1)[0])
     except ValueError:
         return True  # not ours to judge
     try:
-        proc = psutil.Process(pid)
-        created = os.stat(_path(name)).st_mtime
-        # a pid reused by a process started after the segment was made is not the owner
-        return proc.create_time() <= created + 1
-    except (psutil.NoSuchProcess, FileNotFoundError):
+        return owner_alive(pid, os.stat(_path(name)).st_mtime)
+    except FileNotFoundError:
         return False
-    except psutil.Error:
-        return True
 
 
 def remove_stale() -> list[str]:

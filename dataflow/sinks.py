@@ -1,11 +1,24 @@
 """Writables: a file (temp + fsync + rename), standard output, and null (discard).
 
 Rules (PITFALLS 10):
-- A file sink writes to a temp file created O_EXCL next to the target, fsyncs it, gives it mode
-  0o666 & ~umask, renames it over the target and fsyncs the directory. Until then the target
-  is untouched; on abort the temp file is removed. A failed fsync is not retried.
-  `sync=False` skips the fsyncs (as gzip and pigz do by default): still atomic for readers,
-  not durable across a power cut; faster where the disk is slower than the job.
+- A file sink writes to a temp file created O_EXCL | O_NOFOLLOW next to the target, fsyncs it,
+  gives it mode 0o666 & ~umask, renames it over the target and fsyncs the directory. Until then
+  the target is untouched; on abort (any error, a signal) the temp file is removed. A failed
+  fsync is not retried. `sync=False` skips the fsyncs (as gzip and pigz do by default): still
+  atomic for readers, not durable across a power cut; faster where the disk is slower than
+  the job.
+- Temp files are named `.<target>.<pid>.<random hex>.dataflow-tmp`: the pid says whose it is.
+  `open()` removes the target's temp files whose owner is dead (a killed run), and
+  `remove_stale_temps(dir)` (`dataflow cleanup DIR`) all of a directory's. Only regular files
+  are removed; nothing is followed.
+- Symlinks are never written through: a symlink at the target is replaced by the new file (the
+  rename replaces the link, its target is untouched), one at a temp name is skipped (O_EXCL).
+- `check()` runs before any worker starts: the target's directory must exist and be writable,
+  the target must not be a directory, a device or FIFO (it would be replaced by a plain file)
+  or one of the inputs, and with `overwrite=False` it must not exist (then the final rename
+  also refuses to replace a file that appeared meanwhile).
+- Write errors name the file and the cause: disk full (ENOSPC), file too large (EFBIG: the
+  filesystem's limit or `ulimit -f`), quota exceeded (EDQUOT).
 - Writing to a closed pipe (`| head`) raises `BrokenPipe`, which the CLI exits on quietly.
 """
 from __future__ import annotations
@@ -13,30 +26,63 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import tempfile
+import re
+import secrets
+import stat
 
 from .errors import SinkError
+from .owners import owner_alive
 
 
 WRITEBACK_EVERY = 32 << 20  # start the disk writing every 32 MiB so the final fsync is short
 _SYNC_FILE_RANGE_WRITE = 2
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+TEMP_SUFFIX = ".dataflow-tmp"
+_TEMP_NAME = re.compile(r"\.(?P<stem>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]+" + re.escape(TEMP_SUFFIX),
+                        re.DOTALL)
+_STEM_MAX = 200  # bytes of the target's name kept in a temp name (NAME_MAX is 255)
 
 
-def _sync_file_range():
-    """Linux's sync_file_range(2) via libc, or None: it starts writeback without waiting."""
+def _libc_function(name: str, argtypes: list):
+    """A libc function via ctypes (errno kept), or None."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.argtypes = argtypes
     return fn
 
 
-_start_writeback = _sync_file_range()
+# Linux's sync_file_range(2): start writeback without waiting
+_start_writeback = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64,
+                                                      ctypes.c_int64, ctypes.c_uint])
+# renameat2(2) with RENAME_NOREPLACE: rename unless the target exists, atomically
+_renameat2 = _libc_function("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                          ctypes.c_char_p, ctypes.c_uint])
 
 
 class BrokenPipe(SinkError):
     """The reader of our output went away (`dataflow ... | head`)."""
+
+
+class OutputExistsError(SinkError):
+    """The output exists and the sink was told not to replace it. Nothing was started."""
+
+    exit_code = 2
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"{path} already exists; not replaced (overwrite=False)")
+
+
+_HINTS = {errno.ENOSPC: " (disk full)",
+          errno.EFBIG: " (the filesystem's maximum file size, or the file-size limit: ulimit -f)",
+          errno.EDQUOT: " (quota exceeded)"}
+
+
+def _reason(e: OSError) -> str:
+    return f"{e.strerror or e}{_HINTS.get(e.errno, '')}"
 
 
 def _write_all(fd: int, data: memoryview, what: str) -> int:
@@ -47,48 +93,134 @@ def _write_all(fd: int, data: memoryview, what: str) -> int:
         except BrokenPipeError:
             raise BrokenPipe(f"{what}: the reading end was closed") from None
         except OSError as e:
-            hint = {errno.ENOSPC: " (disk full)", errno.EFBIG: " (file too large)",
-                    errno.EDQUOT: " (quota exceeded)"}.get(e.errno, "")
-            raise SinkError(f"cannot write {what}: {e.strerror}{hint}") from None
+            raise SinkError(f"cannot write {what}: {_reason(e)}") from None
         data = data[n:]
     return total
 
 
-class FileSink:
-    """Write to `path` atomically: readers see the old file or the complete new one."""
+def _temp_stem(base: str) -> str:
+    """The part of a temp file's name that names its target (shortened to fit NAME_MAX)."""
+    raw = os.fsencode(base)
+    return base if len(raw) <= _STEM_MAX else os.fsdecode(raw[:_STEM_MAX])
 
-    def __init__(self, path: str | os.PathLike, *, sync: bool = True):
+
+def remove_stale_temps(directory: str, base: str | None = None) -> list[str]:
+    """Remove this directory's dataflow temp files (only those of target `base`, if given)
+    whose owner is dead; return their paths. Only regular files are removed; errors (an
+    unreadable directory, a file removed meanwhile) are skipped: this is housekeeping."""
+    stem = None if base is None else _temp_stem(base)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_NAME.fullmatch(entry.name)
+        if m is None or (stem is not None and m.group("stem") != stem):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or owner_alive(int(m.group("pid")), st.st_mtime):
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(entry.path)
+    return removed
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Rename `src` to `dst` unless `dst` exists (FileExistsError), atomically where the
+    kernel and filesystem allow (renameat2), else by link + unlink."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), dst)
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(dst):  # no hard links here: check, then rename
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+class FileSink:
+    """Write to `path` atomically: readers see the old file or the complete new one.
+
+    `overwrite=False` refuses an existing `path` (in `check()`, before the job starts, and
+    again at the final rename). The Python API's default replaces it, like `open(path, "wb")`;
+    `dataflow run` passes `overwrite=False` unless given `--force`.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, sync: bool = True, overwrite: bool = True):
         self.path = os.fspath(path)
         self.sync = sync
+        self.overwrite = overwrite
         self.tmp: str | None = None
         self.fd = -1
         self.bytes = 0
         self._synced = 0  # bytes whose writeback has been started
 
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
     def check(self, input_ids: list[tuple[int, int]]) -> None:
-        """Refuse to start when the output is one of the inputs or cannot be created."""
-        directory = os.path.dirname(os.path.abspath(self.path))
+        """Refuse to start when the output cannot be written or must not be replaced."""
+        directory = self.directory
         if not os.path.isdir(directory):
             raise SinkError(f"cannot write {self.path}: directory {directory} does not exist")
+        try:
+            st = os.lstat(self.path)  # a symlink is replaced, never followed
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise SinkError(f"cannot write {self.path}: {e.strerror}") from None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                raise SinkError(f"cannot write {self.path}: it is a directory")
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                # renaming over /dev/null or a FIFO would replace it with a plain file
+                raise SinkError(f"cannot write {self.path}: it is not a regular file and the "
+                                f"file sink replaces its target; use `sink: {{stdout: true}}` "
+                                f"and redirect to it instead")
+            if (st.st_dev, st.st_ino) in input_ids:
+                raise SinkError(f"the output {self.path} is also an input; write elsewhere")
+        # root passes os.access whatever the mode bits; it still fails on a read-only
+        # filesystem or an immutable directory, and open() reports what access() cannot see
         if not os.access(directory, os.W_OK | os.X_OK):
             raise SinkError(f"cannot write {self.path}: directory {directory} is not writable")
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return
-        if (st.st_dev, st.st_ino) in input_ids:
-            raise SinkError(f"the output {self.path} is also an input; write elsewhere")
-        if os.path.isdir(self.path):
-            raise SinkError(f"cannot write {self.path}: it is a directory")
+        if st is not None and not self.overwrite:
+            raise OutputExistsError(self.path)
 
     def open(self) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
+        directory = self.directory
         base = os.path.basename(self.path)
-        try:
-            self.fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".dataflow-tmp",
-                                                 dir=directory)
-        except OSError as e:
-            raise SinkError(f"cannot create a temp file in {directory}: {e.strerror}") from None
+        remove_stale_temps(directory, base)
+        stem = _temp_stem(base)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _ in range(100):
+            tmp = os.path.join(directory, f".{stem}.{os.getpid()}.{secrets.token_hex(8)}"
+                                          f"{TEMP_SUFFIX}")
+            try:
+                self.fd = os.open(tmp, flags, 0o600)
+            except FileExistsError:
+                continue  # taken (or a planted symlink): O_EXCL never follows it; next name
+            except OSError as e:
+                raise SinkError(f"cannot write {self.path}: cannot create a temp file in "
+                                f"{directory}: {_reason(e)}") from None
+            self.tmp = tmp
+            return
+        raise SinkError(f"cannot write {self.path}: no free temp file name in {directory}")
 
     def write(self, data: memoryview) -> None:
         self.bytes += _write_all(self.fd, data, self.path)
@@ -109,18 +241,29 @@ class FileSink:
             os.fchmod(self.fd, 0o666 & ~umask)
             os.close(self.fd)
             self.fd = -1
-            os.replace(self.tmp, self.path)
+            if self.overwrite:
+                os.replace(self.tmp, self.path)
+            else:
+                _rename_noreplace(self.tmp, self.path)
+        except FileExistsError:
+            self.abort()
+            raise SinkError(f"{self.path} appeared while the job ran; not replaced (the new "
+                            f"output was discarded)") from None
         except OSError as e:
             self.abort()
-            raise SinkError(f"cannot finish {self.path}: {e.strerror}") from None
+            raise SinkError(f"cannot finish {self.path}: {_reason(e)}") from None
         self.tmp = None
         if not self.sync:
             return
-        dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            raise SinkError(f"{self.path} is complete but its directory could not be synced "
+                            f"({e.strerror}): it may not survive a power cut") from None
 
     def abort(self) -> None:
         if self.fd >= 0:

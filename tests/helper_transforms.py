@@ -122,3 +122,74 @@ def shout(line: bytes) -> bytes:
 
 def drop_odd(line: bytes, modulo: int = 2) -> bytes | None:
     return line if len(line) % modulo == 0 else None
+
+
+class HangOnce(Transform):
+    """The first worker to reach chunk `seq` hangs there (sleeps, or stops itself with
+    SIGSTOP when `how` is "sigstop"); a marker file makes the retry run normally."""
+
+    name = "hang-once"
+
+    def __init__(self, seq: int, marker: str, how: str = "sleep"):
+        self.seq = seq
+        self.marker = marker
+        self.how = how
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        if chunk.seq == self.seq and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            if self.how == "sigstop":
+                os.kill(os.getpid(), 19)
+            time.sleep(3600)
+        return data
+
+
+class WorkerPids(Transform):
+    """Passes data through; folds which worker pid ran each chunk, in chunk order."""
+
+    name = "worker-pids"
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        chunk.summary = os.getpid()
+        return data
+
+    def initial(self):
+        return []
+
+    def fold(self, acc, summary):
+        acc.append(summary)
+        return acc
+
+
+class Leak(Transform):
+    """Keeps `mib` MiB more of private memory after every chunk: a leaky transform."""
+
+    name = "leak"
+
+    def __init__(self, mib: int, delay: float = 0.0):
+        self.mib = mib
+        self.delay = delay
+        self.kept: list[bytearray] = []
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        self.kept.append(bytearray(b"x" * (self.mib << 20)))  # touched: counted in USS
+        time.sleep(self.delay)
+        return data
+
+
+class Balloon(Transform):
+    """Chunk `seq` needs `mib` MiB of private memory for a while: more than the limit allows."""
+
+    name = "balloon"
+
+    def __init__(self, seq: int, mib: int, seconds: float = 3.0):
+        self.seq = seq
+        self.mib = mib
+        self.seconds = seconds
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        if chunk.seq == self.seq:
+            held = bytearray(b"x" * (self.mib << 20))
+            time.sleep(self.seconds)
+            del held
+        return data

@@ -215,6 +215,49 @@ def test_unwritable_stats_path_is_a_usage_error_before_the_job_starts(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]   # nothing ran
 
 
+# ============================================================================ an existing output
+def test_existing_output_is_refused_without_force_before_anything_starts(tmp_path):
+    old = b"precious old output\n"
+    (tmp_path / "out.log").write_bytes(old)
+    # 50 GiB: were the job started, it would not end within the timeout
+    (tmp_path / "job.yaml").write_text("source: {generate: {size: 50GiB}}\n"
+                                       "stages: [passthrough]\nsink: {file: out.log}\n"
+                                       "workers: 2\nmemory_limit: 128MiB\n")
+    r = run_cli("run", "job.yaml", cwd=str(tmp_path), timeout=30)
+    assert r.returncode == 2
+    assert r.stderr == (b"dataflow: error: out.log already exists; use --force to replace it, "
+                        b"or choose another sink.file\n")
+    assert r.stdout == b""
+    assert (tmp_path / "out.log").read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml", "out.log"]
+
+
+def test_force_replaces_an_existing_output_and_a_second_run_needs_it(tmp_path, small_log):
+    shutil.copy(ROOT / "configs" / "errors.yaml", tmp_path / "job.yaml")
+    sets = ["--set", f"source.file={small_log}", "--set", "sink.file=out.log",
+            "--set", "workers=2", "--set", f"chunk_size={CHUNK}"]
+    (tmp_path / "out.log").write_bytes(b"old\n")
+    os.chmod(tmp_path / "out.log", 0o600)
+    r = run_cli("run", "job.yaml", "-q", "--force", *sets, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    expected = gnu_grep(small_log.read_bytes(), '" 5[0-9][0-9] ')
+    assert (tmp_path / "out.log").read_bytes() == expected
+    assert (tmp_path / "out.log").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    r = run_cli("run", "job.yaml", "-q", *sets, cwd=str(tmp_path))   # the same job again
+    assert r.returncode == 2 and b"--force" in r.stderr
+    assert (tmp_path / "out.log").read_bytes() == expected
+    r = run_cli("run", "job.yaml", "-q", "--force", *sets, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert (tmp_path / "out.log").read_bytes() == expected
+    assert temp_files(tmp_path) == []
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 # ============================================================================ failures
 def test_missing_input_exits_1_naming_the_file(tmp_path):
     shutil.copy(ROOT / "configs" / "errors.yaml", tmp_path / "job.yaml")
@@ -268,7 +311,8 @@ def test_stage_error_exits_1_with_where_and_worker_traceback(tmp_path, preexisti
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(mods),
                                                        os.environ.get("PYTHONPATH")]))}
-    r = subprocess.run([sys.executable, "-m", "dataflow.cli", "run", "job.yaml"],
+    force = ["--force"] if preexisting else []        # replacing it is allowed, then fails
+    r = subprocess.run([sys.executable, "-m", "dataflow.cli", "run", "job.yaml", *force],
                        capture_output=True, cwd=str(tmp_path), timeout=60,
                        start_new_session=True, env=env)
     err = r.stderr.decode()
@@ -356,6 +400,45 @@ def test_cleanup_removes_a_stale_segment(tmp_path):
         assert not path.exists()
     finally:
         path.unlink(missing_ok=True)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_cleanup_removes_stale_temp_files_in_the_given_directories(tmp_path):
+    a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
+    for d in (a, b, other):
+        d.mkdir()
+    stale_a = a / f".out.log.{dead_pid()}.0123abcd.dataflow-tmp"
+    stale_b = b / f".x.{dead_pid()}.ff.dataflow-tmp"
+    live = a / f".out.log.{os.getpid()}.0123abcd.dataflow-tmp"     # this process: alive
+    untouched = other / stale_a.name                               # a directory not named
+    unrelated = a / f".notes.{dead_pid()}.tmp"                     # not a dataflow temp file
+    for p in (stale_a, stale_b, live, untouched, unrelated):
+        p.write_bytes(b"partial")
+    r = run_cli("cleanup", str(a), str(b), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b""
+    lines = r.stdout.decode().splitlines()
+    assert f"removed {stale_a}" in lines and f"removed {stale_b}" in lines
+    assert all(ln.startswith(("removed /dev/shm/", f"removed {a}", f"removed {b}"))
+               for ln in lines), lines
+    assert not stale_a.exists() and not stale_b.exists()
+    assert live.exists() and untouched.exists() and unrelated.exists()
+    # no directory given: the current one
+    r = run_cli("cleanup", cwd=str(other))
+    assert r.returncode == 0, r.stderr
+    assert f"removed {os.path.join('.', untouched.name)}" in r.stdout.decode().splitlines()
+    assert not untouched.exists()
+
+
+def test_cleanup_of_a_missing_directory_exits_2(tmp_path):
+    r = run_cli("cleanup", "no-such-dir", cwd=str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr == b"dataflow: error: cleanup no-such-dir: not a directory\n"
 
 
 def test_cleanup_with_nothing_stale_exits_0(tmp_path):

@@ -21,8 +21,13 @@ def expected_output(seq: int, pieces: int) -> list[bytes]:
 
 
 class World:
-    def __init__(self, nchunks, nslots, nworkers, pieces, ordered, deaths, rng, identity):
-        self.s = S.Scheduler(nslots, nworkers, ordered=ordered, prefetch=2)
+    def __init__(self, nchunks, nslots, nworkers, pieces, ordered, deaths, rng, identity,
+                 flush=True, max_chunks=None, interventions=0):
+        self.s = S.Scheduler(nslots, nworkers, ordered=ordered, prefetch=2, flush=flush,
+                             worker_max_chunks=max_chunks)
+        self.interventions = interventions  # random retirements and pause toggles allowed
+        self.restarts = 0
+        self.paused = False
         self.nchunks = nchunks
         self.pieces = pieces          # seq -> number of output pieces
         self.identity = identity      # seqs whose transform hands back the input slot
@@ -66,6 +71,12 @@ class World:
                 self.acked[a.worker].add(a.seq)
             elif isinstance(a, S.StartWorker):
                 self.starting.add(a.worker)
+            elif isinstance(a, S.RestartWorker):
+                w = a.worker
+                assert not self.queue[w] and not self.stack[w], "restarted a busy worker"
+                assert w not in self.starting
+                self.starting.add(w)
+                self.restarts += 1
             elif isinstance(a, S.Finish):
                 self.finished = True
             elif isinstance(a, S.Abort):
@@ -87,6 +98,9 @@ class World:
             out.append(("read",))
         for w in self.starting:
             out.append(("ready", w))
+        if self.interventions:
+            out.append(("pause",))
+            out.extend(("retire", w) for w in self.queue if w not in self.starting)
         for w in self.queue:
             if w in self.starting:
                 continue
@@ -121,6 +135,13 @@ class World:
             else:
                 self.release(a.slot)
                 self.apply(self.s.handle(S.SourceExhausted(a.slot)))
+        elif kind == "pause":
+            self.interventions -= 1
+            self.paused = not self.paused
+            self.apply(self.s.handle(S.SetPaused(self.paused)))
+        elif kind == "retire":
+            self.interventions -= 1
+            self.apply(self.s.handle(S.RetireWorker(args[0])))
         elif kind == "ready":
             (w,) = args
             self.starting.discard(w)
@@ -276,3 +297,86 @@ def test_reading_stops_when_no_slot_is_free_and_resumes_on_write():
 def test_scheduler_rejects_too_few_slots():
     with pytest.raises(ValueError):
         S.Scheduler(1, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nchunks=st.integers(0, 25), nslots=st.integers(2, 9), nworkers=st.integers(1, 4),
+       ordered=st.booleans(), deaths=st.integers(0, 3), seed=st.integers(0, 2**32),
+       max_chunks=st.one_of(st.none(), st.integers(1, 4)), interventions=st.integers(0, 12),
+       data=st.data())
+def test_recycling_and_pausing_lose_nothing(nchunks, nslots, nworkers, ordered, deaths, seed,
+                                            max_chunks, interventions, data):
+    pieces = data.draw(st.lists(st.integers(1, 3), min_size=nchunks, max_size=nchunks))
+    world = World(nchunks, nslots, nworkers, dict(enumerate(pieces)), ordered, deaths,
+                  random.Random(seed), set(), flush=False, max_chunks=max_chunks,
+                  interventions=interventions)
+    world.run()
+    assert not world.aborted, world.aborted
+    by_seq = joined(world, ordered)
+    assert sorted(by_seq) == list(range(nchunks))
+    for seq in range(nchunks):
+        assert by_seq[seq] == b"".join(expected_output(seq, pieces[seq])), seq
+    assert sorted(world.s.free) == list(range(nslots)), "slots leaked"
+    assert world.restarts == world.s.recycled
+    if max_chunks == 1 and nchunks > nworkers and not deaths:
+        assert world.restarts >= 1  # each worker is replaced after every chunk
+
+
+def test_worker_max_chunks_replaces_a_worker_once_its_tasks_are_done():
+    s = S.Scheduler(8, 1, flush=False, worker_max_chunks=2, prefetch=2)
+    acts = s.start() + s.handle(S.WorkerReady(0))
+    lives = [0]  # chunks run by each process in turn
+    for _ in range(50):
+        reads = [a for a in acts if isinstance(a, S.ReadInto)]
+        dispatched = [a for a in acts if isinstance(a, S.Dispatch)]
+        restart = any(isinstance(a, S.RestartWorker) for a in acts)
+        acts = []
+        for r in reads:
+            acts += s.handle(S.ChunkRead(r.slot, r.seq * 10, 10) if r.seq < 5
+                             else S.SourceExhausted(r.slot))
+        for d in dispatched:
+            acts += s.handle(S.ChunkDone(0, d.seq, d.out_slot, 3))
+            lives[-1] += 1
+        if restart:
+            assert not s.workers[0].tasks and not s.workers[0].ready
+            lives.append(0)
+            acts += s.handle(S.WorkerReady(0))
+        if any(isinstance(a, S.Finish) for a in acts):
+            break
+    # the first process took a third chunk, queued before its second was done; the second
+    # process is not replaced after its 2 chunks: the job is over
+    assert lives == [3, 2]
+    assert s.recycled == 1
+
+
+def test_pausing_reads_only_the_head():
+    s = S.Scheduler(8, 2, flush=False)
+    acts = s.start() + s.handle(S.SetPaused(True)) + s.handle(S.WorkerReady(0))
+    reads = [a for a in acts if isinstance(a, S.ReadInto)]
+    assert [r.seq for r in reads] == [0]  # the head
+    acts = s.handle(S.ChunkRead(reads[0].slot, 0, 10))
+    assert not [a for a in acts if isinstance(a, S.ReadInto)]  # chunk 1 is not the head
+    acts = s.handle(S.SetPaused(False))
+    assert [a.seq for a in acts if isinstance(a, S.ReadInto)] == [1]
+
+
+def test_timeouts_and_memory_kills_are_named_in_the_abort():
+    s = S.Scheduler(4, 1, max_attempts=2, flush=False)
+    acts = s.start() + s.handle(S.WorkerReady(0))
+    read = [a for a in acts if isinstance(a, S.ReadInto)][0]
+    s.handle(S.ChunkRead(read.slot, 0, 10))
+    s.handle(S.WorkerExited(0, -15, cause="timeout"))
+    s.handle(S.WorkerReady(0))
+    assert s.handle(S.WorkerExited(0, -9, cause="memory")) == [
+        S.Abort("crashed", seq=0, worker=0, exitcode=-9, attempts=2, offset=0, length=10,
+                cause="memory")]
+
+
+def test_recycling_a_worker_with_flush_state_is_refused():
+    with pytest.raises(ValueError, match="flush"):
+        S.Scheduler(4, 1, flush=True, worker_max_chunks=3)
+    s = S.Scheduler(4, 1, flush=True)
+    s.start()
+    s.handle(S.WorkerReady(0))
+    s.handle(S.RetireWorker(0))
+    assert not s.workers[0].retiring

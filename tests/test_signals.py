@@ -37,7 +37,7 @@ def test_signal_to_the_group_cleans_up_and_exits_by_the_signal(tmp_path, sig, co
     job = tmp_path / "job.yaml"
     job.write_text("source: {generate: {size: 50GiB}}\nstages: [passthrough]\n"
                    "sink: {file: out.log}\nworkers: 2\nmemory_limit: 128MiB\n")
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", str(job)],
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", str(job), "--force"],
                             cwd=tmp_path, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
