@@ -14,6 +14,8 @@ from .coordinator import Run, Stats
 from .errors import DataflowError, UsageError
 from .plan import Plan, make_plan
 from .sizes import parse_duration, parse_size
+from .resume import Checkpoints, job_key, unsupported
+from .sinks import FileSink
 from .streams import Transform
 
 DEFAULT_CHUNK_SIZE = 4 << 20     # big enough that per-chunk costs vanish, small enough for caches
@@ -88,14 +90,17 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
                 raise UsageError(f"worker_max_chunks: stages[{i}] ({stage.name}) keeps state "
                                  f"in each worker until its flush(), so its workers cannot "
                                  f"be replaced mid-job")
-    if checked and checked[0].reads_source:
+    decoder = checked[0].name if checked and checked[0].reads_source else None
+    if decoder is not None:
         from .decoding import prepare
 
         source, checked = prepare(source, checked, plan.capacity, chunk)
-    return Run(source, checked, plan, ordered=ordered,
+    run = Run(source, checked, plan, ordered=ordered,
                chunk_size=chunk, progress=progress,
                start_method=start_method, max_attempts=max_attempts,
                chunk_timeout=timeout, worker_max_chunks=worker_max_chunks)
+    run.decoder = decoder
+    return run
 
 
 def _duration(value: float | str, name: str) -> float:
@@ -111,8 +116,12 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
              max_record_size: int | str | None = None, progress: Any = None,
              start_method: str = "spawn", max_attempts: int = 4,
              chunk_timeout: float | str | None = None,
-             worker_max_chunks: int | None = None) -> Stats:
-    """Run source -> transforms -> sink (the last argument) and return the job's Stats."""
+             worker_max_chunks: int | None = None, resume: bool = False,
+             checkpoint_interval: float | str = 1.0) -> Stats:
+    """Run source -> transforms -> sink (the last argument) and return the job's Stats.
+
+    A file-to-file job saves checkpoints as it goes; `resume=True` continues a killed run of
+    the same job from its last one (see dataflow/resume.py)."""
     if not stages_and_sink:
         raise UsageError("pipeline() needs a sink as its last argument")
     *stages, sink = stages_and_sink
@@ -127,7 +136,17 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
         source.resolve()
     if hasattr(sink, "check"):
         sink.check(source.identities() if hasattr(source, "identities") else [])
-    sink.open()
+    checkpoints = _checkpoints(run, sink, ordered, resume, checkpoint_interval)
+    point = checkpoints.load() if checkpoints is not None and resume else None
+    if point is not None:
+        sink.adopt(point.temp, point.output_bytes)
+        run.resume_point = point
+    else:
+        sink.open()
+        if checkpoints is not None:
+            checkpoints.start()
+    if checkpoints is not None:
+        run.on_commit = checkpoints.commit
     it = iter(run)
     try:
         for piece in it:
@@ -138,7 +157,29 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
         raise
     finally:
         it.close()  # teardown now, even when the error was raised outside the generator
+        if checkpoints is not None and sink.tmp is None:
+            checkpoints.remove()  # finished, or failed and cleaned up: nothing to resume
     return run.stats
+
+
+def _checkpoints(run: Run, sink: Any, ordered: bool, resume: bool,
+                 interval: float | str) -> Checkpoints | None:
+    """Checkpoints for a resumable file-to-file job; None (or UsageError with `resume`)."""
+    if not isinstance(sink, FileSink):
+        if resume:
+            raise UsageError("cannot resume: only a job that writes a file can be resumed")
+        return None
+    why = unsupported(run.source, run.stages, ordered)
+    if run.decoder is not None:
+        why = f"stages[0] ({run.decoder}) decodes the source; its jobs cannot resume"
+    if why is not None:
+        if resume:
+            raise UsageError(f"cannot resume: {why}")
+        Checkpoints.discard(sink.path)  # an older run's manifest would mislead a later resume
+        return None
+    key = job_key(run.source, run.stages, capacity=run.plan.capacity,
+                  chunk_size=run.chunk_size, context=run.plan.context)
+    return Checkpoints(sink, run.source, key, interval=_duration(interval, "checkpoint_interval"))
 
 
 def stream(source: Any, *stages: Any, workers: int | str = "auto",

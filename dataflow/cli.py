@@ -81,9 +81,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              ordered=spec.ordered, progress=progress,
                              max_attempts=spec.max_attempts,
                              chunk_timeout=spec.chunk_timeout,
-                             worker_max_chunks=spec.worker_max_chunks)
+                             worker_max_chunks=spec.worker_max_chunks, resume=args.resume,
+                             checkpoint_interval=spec.checkpoint_interval)
     finally:
         progress.close()
+    if args.resume and stats.resumed_at is None and not args.quiet:
+        print("dataflow: nothing to resume (no checkpoint of this job's output); ran it from "
+              "the beginning", file=sys.stderr)
     if args.stats:
         try:
             with open(args.stats, "wb") as f:
@@ -190,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     r.add_argument("--force", action="store_true",
                    help="replace an existing sink.file (by default the job refuses to start)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue a killed run of this job from its last checkpoint")
     r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("validate", help="check a YAML job without running it")

@@ -69,6 +69,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 4
     chunk_timeout: float | str | None = None  # seconds (or "30s", "5m") one chunk may take
     worker_max_chunks: int | None = None      # replace a worker after this many chunks
+    checkpoint_interval: float | str = 1.0    # how often a resumable job saves its progress
 
 
 class Job(msgspec.Struct):
@@ -285,6 +286,7 @@ _SIZE = "a size such as 4096, 4MiB or 1.5GB"
 _EXPECTED = {"workers": "a positive integer or 'auto'", "max_attempts": "an integer >= 1",
              "worker_max_chunks": "an integer >= 1",
              "chunk_timeout": "a duration such as 30, 30s, 500ms, 5m or 1h",
+             "checkpoint_interval": "a duration such as 1, 1s, 500ms or 1m",
              "memory_limit": _SIZE, "chunk_size": _SIZE, "source.max_record_size": _SIZE,
              "source.generate.size": _SIZE, "source.range.start": _SIZE,
              "source.range.end": _SIZE}
@@ -514,6 +516,11 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
             spec.chunk_timeout = parse_duration(data["chunk_timeout"])  # as written: 0, not 0.0
         except ValueError as e:
             raise _error(str(e), ["chunk_timeout"], node, path) from None
+    if "checkpoint_interval" in data:
+        try:
+            spec.checkpoint_interval = parse_duration(data["checkpoint_interval"])
+        except ValueError as e:
+            raise _error(str(e), ["checkpoint_interval"], node, path) from None
     if spec.worker_max_chunks is not None and spec.worker_max_chunks < 1:
         raise _error("must be at least 1 (or left out: workers are kept for the whole job)",
                      ["worker_max_chunks"], node, path)

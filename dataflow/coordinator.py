@@ -102,6 +102,7 @@ class Stats(msgspec.Struct):
     timed_out: int = 0            # workers killed by chunk_timeout
     memory_kills: int = 0         # workers killed by the memory watchdog
     paused_seconds: float = 0.0   # time reading was paused by the memory watchdog
+    resumed_at: int | None = None # source offset a resumed run (--resume) started at
     results: dict[str, Any] = {}  # each folding stage's result
 
 
@@ -122,6 +123,12 @@ class Run:
                  max_attempts: int = 4, chunk_timeout: float | None = None,
                  worker_max_chunks: int | None = None):
         self.source = source
+        self.decoder: str | None = None  # the stage that decodes the source (decompress)
+        self.resume_point: Any = None  # resume.Point: continue a killed run from there
+        # called with (source offset, output bytes, chunks, folds) each time a chunk's output
+        # has been taken by the consumer: resume.Checkpoints.commit
+        self.on_commit: Any = None
+        self._ends: dict[int, int] = {}  # seq -> stream offset where the chunk ends
         self.stages = stages
         self.plan = plan
         self.ordered = ordered
@@ -291,6 +298,13 @@ class Run:
             framer = Framer(self.source.delimiter if self.source.split == "lines" else None)
         reader = ChunkReader(self.source, framer=framer, chunk_size=self.chunk_size,
                              max_record_size=plan.capacity, context=plan.context)
+        point = self.resume_point
+        base_out = base_chunks = 0
+        if point is not None:
+            self.source.resume_at = reader.offset = point.source_offset
+            self.folds = point.folds
+            base_out, base_chunks = point.output_bytes, point.chunks
+            self.stats.resumed_at = point.source_offset
         last = self.stages[-1] if self.stages else None
         framing = last is not None and last.frames_output()
         try:
@@ -299,6 +313,8 @@ class Run:
                 self.stats.host_memory = max(0, own - COORDINATOR)
             self.arena = Arena.create(plan.slots, plan.slot_size)
             self.source.open()
+            if point is not None and plan.context:
+                reader.tail = self.source.read_before(point.source_offset, plan.context)
             # spawn starts this helper on first use and unblocks SIGINT around it, which would
             # undo the mask _start_worker relies on: start it first
             resource_tracker.ensure_running()
@@ -306,7 +322,7 @@ class Run:
                 self._start_worker(i)
             actions: deque[Any] = deque(sched.start())
             finished = False
-            if framing and (header := last.header()):
+            if framing and point is None and (header := last.header()):
                 self.stats.bytes_out += len(header)
                 yield memoryview(header)
             while True:
@@ -323,8 +339,13 @@ class Run:
                             view.release()
                         if a.last:
                             self._fold(a.meta)
+                            end = self._ends.pop(a.seq, None)
+                            if self.on_commit is not None and end is not None:
+                                self.on_commit(end, base_out + self.stats.bytes_out,
+                                               base_chunks + sched.chunks_written, self.folds)
                     elif isinstance(a, S.ReadInto):
                         actions.extend(sched.handle(self._read(reader, a.slot)))
+                        self._ends[a.seq] = reader.offset
                     elif isinstance(a, S.Dispatch):
                         self._send(a.worker, M.Task(a.seq, a.in_slot, a.out_slot, a.length,
                                                     a.offset, a.attempt))

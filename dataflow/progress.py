@@ -67,4 +67,6 @@ def summary(stats: Any) -> str:
             f"{format_size(stats.peak_memory)} of {format_size(stats.memory_limit)}")
     if stats.retries:
         line += f", {stats.retries} retries"
+    if stats.resumed_at is not None:
+        line += f", resumed at input byte {stats.resumed_at}"
     return line

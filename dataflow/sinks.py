@@ -202,10 +202,11 @@ class FileSink:
         if st is not None and not self.overwrite:
             raise OutputExistsError(self.path)
 
-    def open(self) -> None:
+    def open(self, *, sweep: bool = True) -> None:
         directory = self.directory
         base = os.path.basename(self.path)
-        remove_stale_temps(directory, base)
+        if sweep:
+            remove_stale_temps(directory, base)
         stem = _temp_stem(base)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         for _ in range(100):
@@ -221,6 +222,35 @@ class FileSink:
             self.tmp = tmp
             return
         raise SinkError(f"cannot write {self.path}: no free temp file name in {directory}")
+
+    def adopt(self, temp: str, length: int) -> None:
+        """Continue a killed run's temp file (see resume.py): keep its first `length` bytes,
+        and take it over under a name with our pid, so no sweep takes it for a dead run's."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags)
+        except OSError as e:
+            raise SinkError(f"cannot resume {self.path}: cannot open {temp}: {_reason(e)}") \
+                from None
+        self.open(sweep=False)  # a fresh name of ours (empty); the old file replaces it
+        try:
+            os.replace(temp, self.tmp)
+            os.close(self.fd)
+            self.fd = fd
+            os.ftruncate(fd, length)
+            os.lseek(fd, length, os.SEEK_SET)
+        except OSError as e:
+            os.close(fd)
+            raise SinkError(f"cannot resume {self.path}: {_reason(e)}") from None
+        self.bytes = self._synced = length
+
+    def sync_data(self) -> None:
+        """Make the bytes written so far durable (when this sink syncs at all)."""
+        if self.sync:
+            try:
+                os.fdatasync(self.fd)
+            except OSError as e:
+                raise SinkError(f"cannot write {self.path}: {_reason(e)}") from None
 
     def write(self, data: memoryview) -> None:
         self.bytes += _write_all(self.fd, data, self.path)

@@ -37,6 +37,7 @@ class FileSource:
         self._index = 0
         self._file = None
         self._remaining: int | None = None
+        self.resume_at = 0  # stream offset open() starts at (a resumed run, see resume.py)
 
     def resolve(self) -> list[str]:
         """Expand globs and check every file exists; returns the paths in reading order."""
@@ -77,10 +78,32 @@ class FileSource:
             start, end = self.start, self.end if self.end is not None else self._sizes[0]
             if self.split == "lines":
                 start, end = self._align(start), self._align(end)
-            self._remaining = max(0, end - start)
-            self._open_current(start)
+            self._remaining = max(0, end - start - self.resume_at)
+            self._open_current(start + self.resume_at)
         else:
-            self._open_current(0)
+            at = self.resume_at
+            while self._index + 1 < len(self.paths) and at >= self._sizes[self._index]:
+                at -= self._sizes[self._index]
+                self._index += 1
+            self._open_current(at)
+
+    def read_before(self, offset: int, n: int) -> bytes:
+        """The (up to) `n` stream bytes before stream offset `offset`."""
+        first = max(0, offset - n)
+        if self.start or self.end is not None:
+            with open(self.paths[0], "rb") as f:
+                f.seek(self.start + first)
+                return f.read(offset - first)
+        out = []
+        base = 0
+        for path, size in zip(self.paths, self._sizes):
+            lo, hi = max(first, base), min(offset, base + size)
+            if lo < hi:
+                with open(path, "rb") as f:
+                    f.seek(lo - base)
+                    out.append(f.read(hi - lo))
+            base += size
+        return b"".join(out)
 
     def _align(self, pos: int) -> int:
         """First record start at or after `pos`: 0, or just past a delimiter at pos-1 or later."""
