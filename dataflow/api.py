@@ -117,7 +117,7 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
              start_method: str = "spawn", max_attempts: int = 4,
              chunk_timeout: float | str | None = None,
              worker_max_chunks: int | None = None, resume: bool = False,
-             checkpoint_interval: float | str = 1.0) -> Stats:
+             checkpoint_interval: float | str = 10.0) -> Stats:
     """Run source -> transforms -> sink (the last argument) and return the job's Stats.
 
     A file-to-file job saves checkpoints as it goes; `resume=True` continues a killed run of
@@ -151,8 +151,12 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
     try:
         for piece in it:
             sink.write(piece)
+        if checkpoints is not None:
+            checkpoints.wait()
         sink.close()
     except BaseException:
+        if checkpoints is not None:
+            checkpoints.wait()
         sink.abort()
         raise
     finally:

@@ -69,7 +69,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 4
     chunk_timeout: float | str | None = None  # seconds (or "30s", "5m") one chunk may take
     worker_max_chunks: int | None = None      # replace a worker after this many chunks
-    checkpoint_interval: float | str = 1.0    # how often a resumable job saves its progress
+    checkpoint_interval: float | str = 10.0   # how often a resumable job saves its progress
 
 
 class Job(msgspec.Struct):

@@ -2,7 +2,7 @@
 last committed chunk with `--resume`, and the output is byte-identical to an undisturbed run.
 
 While a file-to-file job runs, the coordinator *commits* each chunk once the sink has written
-all of its output; about once a second (`checkpoint_interval`) the committed state is saved
+all of its output; every `checkpoint_interval` (10 s by default) the committed state is saved
 in a manifest next to the output, `.NAME.dataflow-resume` (msgspec JSON, written to a temp
 file and renamed):
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from typing import Any
 
@@ -132,6 +133,7 @@ class Checkpoints:
         self.inputs: list[InputIdentity] | None = None
         self._last = time.monotonic()
         self._encoder = msgspec.msgpack.Encoder()
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ resuming
     def load(self) -> Point | None:
@@ -182,26 +184,46 @@ class Checkpoints:
 
     def commit(self, source_offset: int, output_bytes: int, chunks: int, folds: list[Any],
                force: bool = False) -> None:
-        """Chunks up to `source_offset` are written: save that about once an interval."""
+        """Chunks up to `source_offset` are written: save that about once an interval.
+
+        The save runs in a thread (an fdatasync of a busy file takes a while, and the job
+        goes on meanwhile); a commit that comes while one is being saved is skipped."""
         now = time.monotonic()
         if not force and now - self._last < self.interval:
+            return
+        if self._thread is not None and self._thread.is_alive():
             return
         self._last = now
         if self.inputs is None:
             self.inputs = self._identify()
         try:
-            state = self._encoder.encode(folds)
+            state = self._encoder.encode(folds)  # now: the folds go on changing
         except (TypeError, msgspec.EncodeError):
             return  # this fold cannot be saved; the job still runs, it just cannot resume
-        self.sink.sync_data()  # the committed bytes are on disk before the manifest says so
         manifest = Manifest(VERSION, self.job, self.inputs, os.path.basename(self.sink.tmp),
                             output_bytes, source_offset, chunks, state)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(msgspec.json.encode(manifest))
-        os.replace(tmp, self.path)
+        self._thread = threading.Thread(target=self._save, args=(manifest,),
+                                        name="dataflow-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _save(self, manifest: Manifest) -> None:
+        try:
+            self.sink.sync_data()  # the committed bytes are on disk before the manifest says so
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(msgspec.json.encode(manifest))
+            os.replace(tmp, self.path)
+        except Exception:  # noqa: BLE001 - a missed checkpoint costs a longer resume, no more;
+            pass           # a failing disk is reported by the sink's own writes and fsync
+
+    def wait(self) -> None:
+        """Let a checkpoint being saved finish (before the sink closes its file)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def remove(self) -> None:
+        self.wait()
         self.discard(self.sink.path)
 
     @staticmethod
