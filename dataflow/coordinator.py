@@ -517,8 +517,9 @@ class Run:
             how = (f"growing the job past memory_limit ({format_size(self.plan.memory_limit)}; "
                    f"{how}): the chunk needs more memory than the limit leaves a worker")
         if a.reason == "setup":
-            return WorkerCrashedError(f"worker {a.worker} died while starting ({how}); "
-                                      f"check the stages' setup", exitcode=a.exitcode)
+            return WorkerCrashedError(f"workers died while starting {a.attempts} times in a "
+                                      f"row, the last (worker {a.worker}) by {how}; check the "
+                                      f"stages' setup", exitcode=a.exitcode)
         if a.length:
             where = self.source.where(a.offset)
             return WorkerCrashedError(

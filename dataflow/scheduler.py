@@ -268,6 +268,7 @@ class Scheduler:
         self.finished = False
         self.aborted = False
         self.retries = 0
+        self.failed_starts = 0  # workers in a row that died before they were ready
         self.recycled = 0
         self.chunks_written = 0
 
@@ -287,6 +288,7 @@ class Scheduler:
             self.data_chunks = self.next_seq
         elif isinstance(event, WorkerReady):
             self.workers[event.worker].ready = True
+            self.failed_starts = 0
         elif isinstance(event, PieceOut):
             self._on_output(event.worker, event.seq, event.slot, event.length, False, None)
         elif isinstance(event, ChunkDone):
@@ -386,7 +388,12 @@ class Scheduler:
             heapq.heappush(self.pending, seq)
             self.retries += 1
         if not was_ready and not lost:
-            return Abort("setup", worker=ev.worker, exitcode=ev.exitcode, cause=ev.cause)
+            # died while starting: killed from outside (a soak test, the OOM killer) or broken
+            # (a crash while importing); the job fails after max_attempts starts in a row
+            self.failed_starts += 1
+            if self.failed_starts >= self.max_attempts:
+                return Abort("setup", worker=ev.worker, exitcode=ev.exitcode, cause=ev.cause,
+                             attempts=self.failed_starts)
         out.append(StartWorker(ev.worker))
         return None
 

@@ -193,3 +193,20 @@ class Balloon(Transform):
             time.sleep(self.seconds)
             del held
         return data
+
+
+class KillInSetupOnce(Transform):
+    """The first worker to start is SIGKILLed in its setup (before it is ready)."""
+
+    name = "kill-in-setup-once"
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def setup(self) -> None:
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os.kill(os.getpid(), 9)

@@ -18,7 +18,7 @@ import dataflow
 from dataflow import FileSink, FileSource, pipeline
 from dataflow.errors import UsageError, WorkerCrashedError
 
-from helper_transforms import CountLines, Expand, HangOnce, Slow, WorkerPids
+from helper_transforms import CountLines, Expand, HangOnce, KillInSetupOnce, Slow, WorkerPids
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SMALL = dict(memory_limit="128MiB", chunk_size="256KiB")
@@ -117,6 +117,14 @@ def _chunks(path, size):
 def test_chunk_timeout_is_validated():
     with pytest.raises(UsageError, match="chunk_timeout"):
         list(dataflow.stream(FileSource(__file__), chunk_timeout="soon"))
+
+
+def test_a_worker_killed_while_starting_is_replaced(tmp_path, log):
+    marker = tmp_path / "killed"
+    out = tmp_path / "out"
+    pipeline(FileSource(log), KillInSetupOnce(str(marker)), FileSink(out), workers=2, **SMALL)
+    assert marker.exists(), "the fault did not happen"
+    assert read(out) == read(log)
 
 
 # --------------------------------------------------------------------------- recycling

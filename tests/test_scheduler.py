@@ -277,7 +277,19 @@ def test_without_flush_the_job_finishes_after_the_last_write():
 def test_a_worker_dying_before_ready_is_a_setup_failure():
     s = S.Scheduler(4, 2)
     s.start()
-    assert s.handle(S.WorkerExited(1, 1)) == [S.Abort("setup", worker=1, exitcode=1)]
+    for attempt in range(1, 4):  # killed while starting: replaced, up to max_attempts
+        assert s.handle(S.WorkerExited(1, -9)) == [S.StartWorker(1)]
+    assert s.handle(S.WorkerExited(1, 1)) == [S.Abort("setup", worker=1, exitcode=1,
+                                                      attempts=4)]
+
+
+def test_a_ready_worker_resets_the_count_of_failed_starts():
+    s = S.Scheduler(4, 1, flush=False)
+    s.start()
+    for _ in range(10):
+        assert s.handle(S.WorkerExited(0, -9)) == [S.StartWorker(0)]
+        assert s.handle(S.WorkerExited(0, -9)) == [S.StartWorker(0)]
+        s.handle(S.WorkerReady(0))
 
 
 def test_reading_stops_when_no_slot_is_free_and_resumes_on_write():

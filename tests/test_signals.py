@@ -134,3 +134,88 @@ def test_signal_during_sequential_decompression_of_an_endless_stream(tmp_path, s
     assert session_processes(proc.pid) == []
     assert segments_of(proc.pid) == []
     assert sorted(os.listdir(tmp_path)) == ["job.yaml"]
+
+
+def start_long_job(tmp_path) -> subprocess.Popen:
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {generate: {size: 50GiB}}\nstages: [passthrough]\n"
+                   "sink: {file: out.log}\nworkers: 2\nmemory_limit: 128MiB\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", str(job)],
+                            cwd=tmp_path, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        temps = [p for p in os.listdir(tmp_path) if p.endswith(".dataflow-tmp")]
+        if temps and len(session_processes(proc.pid)) >= 3:
+            return proc
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    pytest.fail("the job did not start")
+
+
+def test_a_second_ctrl_c_during_teardown_still_cleans_up(tmp_path):
+    proc = start_long_job(tmp_path)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # impatient: again, while it tears down
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGINT, err
+    assert "Traceback" not in err, err
+    time.sleep(0.2)
+    assert session_processes(proc.pid) == []
+    assert segments_of(proc.pid) == []
+    assert sorted(os.listdir(tmp_path)) == ["job.yaml"]
+
+
+def test_workers_exit_when_the_coordinator_is_killed(tmp_path):
+    proc = start_long_job(tmp_path)
+    deadline = time.monotonic() + 10
+    while True:  # both workers up (the resource tracker is a child too)
+        workers = []
+        for p in psutil.Process(proc.pid).children():
+            try:
+                if not any("resource_tracker" in a for a in p.cmdline()):
+                    workers.append(p)
+            except psutil.Error:
+                pass
+        if len(workers) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(workers) == 2
+    os.kill(proc.pid, signal.SIGKILL)  # the coordinator alone: no signal reaches the workers
+    proc.wait()
+    proc.stderr.close()
+    deadline = time.monotonic() + 2
+    while True:  # dead means gone or a zombie (its new parent, pid 1, may reap it late)
+        alive = []
+        for p in workers:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for p in alive:
+        p.kill()
+    assert not alive, f"workers outlived their coordinator by 2 s: {alive}"
+    # what the dead run left is swept by `dataflow cleanup` (or already was, by any other
+    # dataflow run on this machine: each one removes dead owners' segments when it starts)
+    r = subprocess.run([sys.executable, "-m", "dataflow.cli", "cleanup", str(tmp_path)],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert segments_of(proc.pid) == []
+    assert sorted(os.listdir(tmp_path)) == ["job.yaml"]
+    deadline = time.monotonic() + 5
+    while session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the resource tracker notices its pipe closed and exits
+    assert session_processes(proc.pid) == []
