@@ -182,14 +182,14 @@ class Checkpoints:
         self.remove()
         self.inputs = self._identify()
 
-    def commit(self, source_offset: int, output_bytes: int, chunks: int, folds: list[Any],
-               force: bool = False) -> None:
+    def commit(self, source_offset: int, output_bytes: int, chunks: int,
+               folds: list[Any]) -> None:
         """Chunks up to `source_offset` are written: save that about once an interval.
 
         The save runs in a thread (an fdatasync of a busy file takes a while, and the job
         goes on meanwhile); a commit that comes while one is being saved is skipped."""
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        if now - self._last < self.interval:
             return
         if self._thread is not None and self._thread.is_alive():
             return

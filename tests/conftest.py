@@ -68,6 +68,23 @@ def no_leaks():
     assert not leaked, f"test left shared-memory segments: {sorted(leaked)}"
 
 
+def session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session `sid`: a CLI run started in its own session."""
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except (ProcessLookupError, psutil.Error, PermissionError):
+            pass
+    return out
+
+
+def segments_of(pid: int) -> list[str]:
+    """The shared-memory segments coordinator `pid` made."""
+    return [n for n in os.listdir(SHM_DIR) if n.startswith(f"{PREFIX}{pid}-")]
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -26,11 +26,11 @@ import psutil
 import pytest
 
 import dataflow
-from conftest import run_cli
+from conftest import run_cli, segments_of, session_processes
 from dataflow import FileSink, FileSource, pipeline
 from dataflow.errors import SinkError
 from dataflow.generate import write_sample
-from dataflow.shm import PREFIX, SHM_DIR
+from dataflow.shm import SHM_DIR
 from dataflow.sinks import TEMP_SUFFIX, OutputExistsError, remove_stale_temps
 
 MiB = 1 << 20
@@ -45,21 +45,6 @@ def job_text(source: str, sink: str, *, stages: str = "[passthrough]") -> str:
 
 def temps(directory: Path) -> list[str]:
     return sorted(p for p in os.listdir(directory) if p.endswith(TEMP_SUFFIX))
-
-
-def session_processes(sid: int) -> list[int]:
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p.pid)
-        except (ProcessLookupError, psutil.Error, PermissionError):
-            pass
-    return out
-
-
-def segments_of(pid: int) -> list[str]:
-    return [n for n in os.listdir(SHM_DIR) if n.startswith(f"{PREFIX}{pid}-")]
 
 
 def run_job(tmp_path: Path, *args: str, preexec_fn=None, timeout: float = 60):

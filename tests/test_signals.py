@@ -12,22 +12,7 @@ import time
 import psutil
 import pytest
 
-from dataflow.shm import PREFIX, SHM_DIR
-
-
-def session_processes(sid: int) -> list[int]:
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p.pid)
-        except (ProcessLookupError, psutil.Error, PermissionError):
-            pass
-    return out
-
-
-def segments_of(pid: int) -> list[str]:
-    return [n for n in os.listdir(SHM_DIR) if n.startswith(f"{PREFIX}{pid}-")]
+from conftest import segments_of, session_processes
 
 
 @pytest.mark.parametrize("when", ["running", "starting"])
