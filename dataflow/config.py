@@ -25,6 +25,7 @@ import msgspec
 import yaml
 
 from .errors import ConfigError, DataflowError
+from .records import bind_chain
 from .registry import STAGES, stage_class
 from .sizes import parse_duration, parse_size
 
@@ -45,8 +46,11 @@ class SourceSpec(msgspec.Struct, forbid_unknown_fields=True):
     file: str | list[str] | None = None     # a path, a glob, or a list of either
     stdin: bool = False
     generate: GenerateSpec | None = None
-    split: Literal["lines", "bytes"] = "lines"
+    split: Literal["lines", "bytes", "jsonl", "csv", "tsv", "fixed"] = "lines"
     delimiter: str = "\n"
+    record_start: str | None = None     # lines: a regex that starts a (multi-line) record
+    record_size: Size = 0               # fixed: bytes per record
+    header: bool | None = None          # csv/tsv: the first row names the columns (default)
     max_record_size: Size = 0
     range: RangeSpec | None = None
 
@@ -288,6 +292,8 @@ _EXPECTED = {"workers": "a positive integer or 'auto'", "max_attempts": "an inte
              "chunk_timeout": "a duration such as 30, 30s, 500ms, 5m or 1h",
              "checkpoint_interval": "a duration such as 1, 1s, 500ms or 1m",
              "memory_limit": _SIZE, "chunk_size": _SIZE, "source.max_record_size": _SIZE,
+             "source.record_size": _SIZE,
+             "source.split": "one of lines, bytes, jsonl, csv, tsv, fixed",
              "source.generate.size": _SIZE, "source.range.start": _SIZE,
              "source.range.end": _SIZE}
 
@@ -445,7 +451,29 @@ def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
                           line=_line_of(node, ["source", "delimiter"]))
     record = _size(spec.max_record_size, ["source", "max_record_size"], node, file)
     delim = spec.delimiter.encode("utf-8", "surrogateescape")
-    common = dict(split=spec.split, delimiter=delim, max_record_size=record)
+    fixed = _size(spec.record_size, ["source", "record_size"], node, file)
+    for key, wrong in (("record_start", spec.record_start is not None and spec.split != "lines"),
+                       ("record_size", bool(fixed) and spec.split != "fixed"),
+                       ("header", spec.header is not None and spec.split not in ("csv", "tsv")),
+                       ("delimiter", spec.delimiter != "\n" and spec.split != "lines")):
+        if wrong:
+            goes = {"record_start": "split: lines", "record_size": "split: fixed",
+                    "header": "split: csv or tsv", "delimiter": "split: lines"}[key]
+            raise ConfigError(f"{key} goes with {goes}, not split: {spec.split}",
+                              path=f"source.{key}", file=file,
+                              line=_line_of(node, ["source", key]))
+    if spec.split == "fixed" and fixed < 1:
+        raise ConfigError("split: fixed needs record_size (the bytes in each record)",
+                          path="source.record_size", file=file,
+                          line=_line_of(node, ["source", "split"]))
+    if spec.record_start is not None:
+        try:
+            re.compile(spec.record_start.encode("utf-8", "surrogateescape"))
+        except re.error as e:
+            raise ConfigError(f"invalid regular expression: {e}", path="source.record_start",
+                              file=file, line=_line_of(node, ["source", "record_start"])) from None
+    common = dict(split=spec.split, delimiter=delim, max_record_size=record,
+                  record_start=spec.record_start, record_size=fixed, header=spec.header)
     if spec.generate is not None:
         size = _size(spec.generate.size, ["source", "generate", "size"], node, file)
         return GenerateSource(size, spec.generate.seed, **common)
@@ -533,6 +561,11 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         if i + 1 < len(stages) and stage.frames_output():
             raise _error(f"{stage.name} writes a container header and trailer, so it must be "
                          f"the last stage", ["stages", i], node, path)
+    try:
+        bind_chain(stages, source.record_format())
+    except ValueError as e:
+        i = getattr(e, "stage_index", 0)
+        raise _error(str(e), ["stages", i, stages[i].name], node, path) from None
     sink = _build_sink(spec.sink, node, path)
     return Job(spec, source, stages, sink, path)
 

@@ -42,11 +42,12 @@ import psutil
 
 from . import messages as M
 from . import scheduler as S
-from .errors import DataflowError, RemoteTraceback, StageError, WorkerCrashedError
+from .errors import DataflowError, RemoteTraceback, StageError, UsageError, WorkerCrashedError
 from .framing import Framer
+from .records import RecordFormat, bind_chain, with_header
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
 from .shm import Arena
-from .sources import ChunkReader
+from .sources import ChunkReader, line_number
 from .streams import Transform
 from .sizes import format_size
 from . import watchdog as W
@@ -149,6 +150,7 @@ class Run:
         # worker -> (pid, SIGKILL deadline, cause) of a process being ended by the supervision
         self.killing: dict[int, tuple[int, float, str]] = {}
         self.arena: Arena | None = None
+        self.record_format = b""  # the source's RecordFormat for the workers (msgpack)
         self._psutil: dict[int, psutil.Process] = {}
         self._last_sample = 0.0
         self._sample_every = MEMORY_SAMPLE_SECONDS
@@ -167,7 +169,7 @@ class Run:
         p = self.ctx.Process(
             target=worker_module.main, name=f"dataflow-worker-{index}",
             args=(child, self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
-                  os.getpid(), self.plan.context))
+                  os.getpid(), self.plan.context, self.record_format))
         # SIGINT is blocked while the child starts: it inherits the mask, so a Ctrl-C cannot
         # interrupt its bootstrap (the worker ignores SIGINT, then unblocks it), and for us the
         # signal stays pending and is delivered the moment the mask is restored
@@ -315,6 +317,7 @@ class Run:
             self.source.open()
             if point is not None and plan.context:
                 reader.tail = self.source.read_before(point.source_offset, plan.context)
+            self._bind(reader, point)
             # spawn starts this helper on first use and unblocks SIGINT around it, which would
             # undo the mask _start_worker relies on: start it first
             resource_tracker.ensure_running()
@@ -429,6 +432,28 @@ class Run:
                               for key, s, acc in zip(self.stage_keys, self.stages, self.folds)
                               if type(s).fold is not Transform.fold}
 
+    def _bind(self, reader: ChunkReader, point: Any) -> None:
+        """Read the header (a CSV's first row), tell the record stages their formats, and keep
+        the source's format for the workers. A field a stage names that the header lacks
+        fails here, before any worker starts."""
+        fmt = (self.source.record_format() if hasattr(self.source, "record_format")
+               else RecordFormat())
+        if fmt.header:
+            if point is None:
+                header = reader.read_header(self.plan.capacity)
+            else:   # a resumed run: the header is at the start of the stream, long written
+                head = min(point.source_offset, self.plan.capacity)
+                raw = self.source.read_before(head, head)
+                header = raw[:reader.framer.first(raw) or len(raw)]
+            fmt = with_header(fmt, header)
+        try:
+            bind_chain(self.stages, fmt)
+        except ValueError as e:
+            i = getattr(e, "stage_index", 0)
+            raise UsageError(f"stages[{i}] ({self.stages[i].name}): {e}") from None
+        if fmt.records or fmt.header:
+            self.record_format = msgspec.msgpack.encode(fmt)
+
     def _read(self, reader: ChunkReader, slot: int) -> S.Event:
         assert self.arena is not None
         offset = reader.offset
@@ -501,9 +526,15 @@ class Run:
         else:
             offset, length = sched.chunk_range(msg.seq)
             where = self.source.where(offset) if hasattr(self.source, "where") else offset
+            record = ""
+            if msg.record_offset >= 0 and hasattr(self.source, "where"):
+                record = f"; the record starts at {self.source.where(msg.record_offset)}"
+                line = line_number(self.source, msg.record_offset)
+                if line is not None:
+                    record += f" (line {line})"
             err = StageError(f"stages[{msg.stage_index}] ({msg.stage}) failed on chunk "
                              f"{msg.seq} ({where}, {length} bytes): {msg.error_type}: "
-                             f"{msg.message}", stage=msg.stage, stage_index=msg.stage_index,
+                             f"{msg.message}{record}", stage=msg.stage, stage_index=msg.stage_index,
                              seq=msg.seq, offset=offset, error_type=msg.error_type,
                              worker_traceback=msg.traceback)
         err.__cause__ = RemoteTraceback(msg.traceback)

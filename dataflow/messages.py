@@ -72,6 +72,7 @@ class Failed(msgspec.Struct, tag="failed", frozen=True, array_like=True):
     error_type: str
     message: str
     traceback: str
+    record_offset: int = -1   # stream offset of the record that failed (a RecordError), or -1
 
 
 ToWorker = Task | Flush | Ack | Stop

@@ -20,6 +20,24 @@ STAGES: dict[str, str] = {
     "xz": "workers.compress:Xz",
     "lz4": "workers.compress:Lz4",
     "decompress": "workers.decompress:Decompress",
+    "exec": "workers.exec:Exec",
+    "head": "workers.head:Head",
+    # text and record transforms
+    "replace": "workers.replace:Replace",
+    "cut": "workers.select:Cut",
+    "select": "workers.select:Select",
+    "where": "workers.where:Where",
+    "csv_to_jsonl": "workers.convert:CsvToJsonl",
+    "jsonl_to_csv": "workers.convert:JsonlToCsv",
+    "sample": "workers.sample:Sample",
+    # ordered folds
+    "count": "workers.folds:Count",
+    "sum": "workers.folds:Sum",
+    "min": "workers.folds:Min",
+    "max": "workers.folds:Max",
+    "mean": "workers.folds:Mean",
+    "top": "workers.folds:Top",
+    "histogram": "workers.folds:Histogram",
 }
 
 

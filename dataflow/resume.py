@@ -114,7 +114,7 @@ def job_key(source: Any, stages: list[Any], *, capacity: int, chunk_size: int,
     """A hash of everything that decides the output bytes."""
     description = {
         "source": [source.patterns, source.split, source.delimiter.hex(), source.start,
-                   source.end],
+                   source.end, source.record_start, source.record_size, source.header],
         "stages": [s.spec() for s in stages],
         "chunking": [capacity, chunk_size, context],
     }

@@ -7,6 +7,11 @@ Rules:
 - Offsets are stream offsets; `where(offset)` turns one into `file:byte` for messages.
 - With `split: lines` a byte range covers the records that *start* inside it, so ranges that
   tile a file tile its records too.
+- `split` says where records end and what they are (see framing.py and records.py): `lines`
+  (with `delimiter`, or `record_start`, a pattern that starts a multi-line record), `bytes`,
+  `jsonl`, `csv`, `tsv` (`header`: the first row names the columns; default true) or `fixed`
+  (`record_size` bytes each). A CSV header belongs to one file: it takes a single file (or
+  stdin), and no byte range.
 """
 from __future__ import annotations
 
@@ -15,23 +20,78 @@ import os
 from typing import Iterator
 
 from .errors import RecordTooLongError, SourceError
-from .framing import Framer, RecordTooLong
+from .framing import CsvFramer, FixedFramer, Framer, RecordStartFramer, RecordTooLong
+from .records import RecordFormat
 from .sizes import format_size
 
+SPLITS = ("lines", "bytes", "jsonl", "csv", "tsv", "fixed")
 
-class FileSource:
+
+class Framed:
+    """What every Readable here shares: how its bytes are cut into records, and what they are."""
+
+    split = "lines"
+    delimiter = b"\n"
+    max_record_size = 0
+    record_start: str | None = None
+    record_size = 0
+    header: bool | None = None
+
+    def _framing(self, split: str, delimiter: bytes | str, max_record_size: int,
+                 record_start: str | None = None, record_size: int = 0,
+                 header: bool | None = None) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        self.split = split
+        self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
+        self.max_record_size = max_record_size
+        self.record_start = record_start
+        self.record_size = record_size
+        if record_start is not None and split != "lines":
+            raise ValueError("record_start goes with split: lines")
+        if split == "fixed" and record_size < 1:
+            raise ValueError("split: fixed needs record_size (bytes per record)")
+        if header and split not in ("csv", "tsv"):
+            raise ValueError("header goes with split: csv or tsv")
+        self.header = header if split in ("csv", "tsv") else False
+        if split == "fixed" and max_record_size < record_size:
+            self.max_record_size = record_size
+
+    def framer(self) -> Framer:
+        split = self.split
+        if split == "bytes":
+            return Framer(None)
+        if split in ("csv", "tsv"):
+            return CsvFramer()
+        if split == "fixed":
+            return FixedFramer(self.record_size)
+        if split == "jsonl":
+            return Framer(b"\n")
+        if self.record_start is not None:
+            return RecordStartFramer(self.record_start)
+        return Framer(self.delimiter)
+
+    def record_format(self) -> RecordFormat:
+        """The records' format before the header is read (columns unknown)."""
+        kind = {"lines": "lines", "jsonl": "jsonl", "csv": "csv", "tsv": "tsv"}.get(self.split,
+                                                                                 "bytes")
+        if kind == "lines" and self.record_start is not None:
+            kind = "bytes"  # multi-line records: no per-line record stages
+        return RecordFormat(kind=kind, delimiter=self.delimiter, header=bool(self.header))
+
+
+class FileSource(Framed):
     """One or more files read in order as one stream. `paths` may hold glob patterns."""
 
     def __init__(self, paths: str | os.PathLike | list, *, split: str = "lines",
                  delimiter: bytes | str = b"\n", start: int = 0, end: int | None = None,
-                 max_record_size: int = 0):
+                 max_record_size: int = 0, record_start: str | None = None,
+                 record_size: int = 0, header: bool | None = None):
         raw = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         self.patterns = [os.fspath(p) for p in raw]
-        self.split = split
-        self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
         self.start = start
         self.end = end
-        self.max_record_size = max_record_size
         self.paths: list[str] = []
         self._sizes: list[int] = []
         self._index = 0
@@ -60,6 +120,14 @@ class FileSource:
             self._sizes.append(st.st_size)
         if (self.start or self.end is not None) and len(paths) != 1:
             raise SourceError("a byte range needs exactly one file")
+        if self.header and len(paths) != 1:
+            raise SourceError(f"a CSV header belongs to one file, and {len(paths)} files match "
+                              f"(each would bring its own header): run one job per file, or "
+                              f"set header: false")
+        if (self.start or self.end is not None) and self.split not in ("lines", "bytes",
+                                                                        "jsonl"):
+            raise SourceError(f"a byte range cannot be used with split: {self.split}: its "
+                              f"records cannot be found from the middle of the file")
         self.paths = paths
         return paths
 
@@ -76,7 +144,7 @@ class FileSource:
         self._index = 0
         if self.start or self.end is not None:
             start, end = self.start, self.end if self.end is not None else self._sizes[0]
-            if self.split == "lines":
+            if self.split in ("lines", "jsonl") and self.record_start is None:
                 start, end = self._align(start), self._align(end)
             self._remaining = max(0, end - start - self.resume_at)
             self._open_current(start + self.resume_at)
@@ -185,14 +253,13 @@ class FileSource:
         return out
 
 
-class StdinSource:
+class StdinSource(Framed):
     """Standard input (fd 0), read unbuffered."""
 
     def __init__(self, *, split: str = "lines", delimiter: bytes | str = b"\n",
-                 max_record_size: int = 0, fd: int = 0):
-        self.split = split
-        self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
-        self.max_record_size = max_record_size
+                 max_record_size: int = 0, fd: int = 0, record_start: str | None = None,
+                 record_size: int = 0, header: bool | None = None):
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
         self.fd = fd
         self._file = None
 
@@ -230,16 +297,16 @@ class StdinSource:
             return []
 
 
-class GenerateSource:
+class GenerateSource(Framed):
     """Synthetic, realistic access-log lines: `size` bytes (whole lines), fixed by `seed`."""
 
     def __init__(self, size: int, seed: int = 0, *, split: str = "lines",
-                 delimiter: bytes | str = b"\n", max_record_size: int = 0):
+                 delimiter: bytes | str = b"\n", max_record_size: int = 0,
+                 record_start: str | None = None, record_size: int = 0,
+                 header: bool | None = None):
         self.total = size
         self.seed = seed
-        self.split = split
-        self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
-        self.max_record_size = max_record_size
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
         self._blocks: Iterator[bytes] | None = None
         self._block = memoryview(b"")
 
@@ -274,6 +341,34 @@ class GenerateSource:
         return []
 
 
+LINE_COUNT_LIMIT = 4 << 30  # an error's line number is counted up to this far into the input
+
+
+def line_number(source, offset: int) -> int | None:
+    """The 1-based line (of newline-delimited records) that stream `offset` is on, for error
+    messages; None when the source cannot be read again or the offset is too far in."""
+    paths = getattr(source, "paths", None)
+    if not paths or offset > LINE_COUNT_LIMIT or getattr(source, "start", 0) or \
+            getattr(source, "end", None) is not None:
+        return None
+    lines = 1
+    remaining = offset
+    try:
+        for path in paths:
+            with open(path, "rb") as f:
+                while remaining > 0:
+                    block = f.read(min(remaining, 1 << 20))
+                    if not block:
+                        break
+                    lines += block.count(b"\n")
+                    remaining -= len(block)
+            if remaining <= 0:
+                break
+    except OSError:
+        return None
+    return lines
+
+
 class ChunkReader:
     """Cuts a Readable into chunks that end on record boundaries, reading into slots.
 
@@ -293,6 +388,34 @@ class ChunkReader:
         self.carry = b""
         self.tail = b""            # the last `context` bytes before `offset`
         self.eof = False
+
+    def read_header(self, capacity: int) -> bytes:
+        """Read the stream's first record (a CSV header) and return it; the bytes read stay
+        queued for the first chunk. b"" for an empty stream."""
+        buf = bytearray(self.carry)
+        while True:
+            n = self.framer.first(bytes(buf))
+            if n:
+                break
+            if len(buf) >= capacity:
+                raise RecordTooLongError(
+                    f"the header is longer than max_record_size ({format_size(capacity)}) at "
+                    f"{self.source.where(0)}{self._hint()}", offset=0)
+            block = bytearray(min(4096, capacity - len(buf)))
+            got = self.source.readinto(memoryview(block)) if not self.eof else 0
+            if not got:
+                self.eof = True
+                n = len(buf)    # a header without a final newline, or nothing at all
+                break
+            buf += block[:got]
+        self.carry = bytes(buf)
+        return bytes(buf[:n])
+
+    def _hint(self) -> str:
+        if isinstance(self.framer, CsvFramer):
+            return ("; in a CSV file, a quote that is not closed (or a quote inside an "
+                    "unquoted field) makes everything after it one record")
+        return "; raise max_record_size or check the delimiter"
 
     def fill(self, findable, base: int, view: memoryview,
              context_view: memoryview | None = None) -> int:
@@ -324,8 +447,7 @@ class ChunkReader:
             except RecordTooLong:
                 raise RecordTooLongError(
                     f"a record is longer than max_record_size ({format_size(capacity)}) at "
-                    f"{self.source.where(self.offset)}; raise max_record_size or check the "
-                    f"delimiter", file=self.source.where(self.offset).rsplit(": byte", 1)[0],
+                    f"{self.source.where(self.offset)}{self._hint()}", file=self.source.where(self.offset).rsplit(": byte", 1)[0],
                     offset=self.offset) from None
             if cut:
                 break

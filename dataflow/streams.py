@@ -26,7 +26,7 @@ import msgspec
 class ChunkInfo:
     """What a transform knows about the chunk it is given. Reused per worker: do not keep it."""
 
-    __slots__ = ("seq", "offset", "length", "attempt", "summary", "context")
+    __slots__ = ("seq", "offset", "length", "attempt", "summary", "context", "header")
 
     def __init__(self) -> None:
         self.seq = 0
@@ -36,6 +36,8 @@ class ChunkInfo:
         self.summary: Any = None
         # the stream's bytes just before this chunk (first stage only, when it asks for them)
         self.context: memoryview | None = None
+        # the source's header record (a CSV header), the same for every chunk; b"" for none
+        self.header = b""
 
 
 @runtime_checkable
@@ -72,6 +74,9 @@ class Transform:
     needs_records = True
     # True for a stage that decodes the source itself (decompress): it must come first
     reads_source = False
+    # True for a byte stage whose output holds whole records of its input's format (grep keeps
+    # or drops lines): the record stages after it still see CSV rows or JSON values
+    keeps_format = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Transform":
         self = super().__new__(cls)
@@ -128,3 +133,33 @@ class Transform:
             raise TypeError(f"{ref}: constructor arguments must be plain data to reach worker "
                             f"processes: {e}") from None
         return {"class": ref, "args": args, "kwargs": kwargs}
+
+
+class RecordTransform(Transform):
+    """A transform over records (lines, JSON values, CSV rows): override `process`.
+
+    The worker decodes a chunk once for a run of record stages and encodes it once after them
+    (see records.py). `bind(fmt)` sees the input's RecordFormat before any data flows, in the
+    coordinator and in each worker: check fields there (`fmt.getter(name)` raises ValueError
+    for a field the format cannot have) and return the output's format (`fmt` by default).
+    """
+
+    record_mode = True
+    needs_records = True
+    input_format: Any = None    # set by bind()
+    output_format: Any = None
+
+    def bind(self, fmt: Any) -> Any:
+        if not fmt.records:
+            raise ValueError("its input has no records here: a stage before it (a compressor, "
+                             "a chunk function, exec) turned them into plain bytes; put it "
+                             "earlier in the chain")
+        self.input_format = self.output_format = fmt
+        return fmt
+
+    def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
+        return records
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
+        records = self.process(self.input_format.decode(data), chunk)
+        return self.output_format.encode(records)

@@ -16,7 +16,12 @@ Rules:
 - A transform may return an iterator of parts instead (a decoder that produces its output as
   it goes): the parts are pulled one at a time while copying, so the whole output never sits
   in memory, and an error raised while pulling is that stage's error.
-- An exception in a stage is reported as data (type, message, traceback), never pickled.
+- Record stages (records.py) pass decoded records to each other: one decode and one encode
+  per run of them. A CSV header is taken out of chunk 0 before the first stage, and the output
+  header is put back in before the first stage that makes plain bytes (or at the end), so a
+  compressor after a select compresses the new header too.
+- An exception in a stage is reported as data (type, message, traceback), never pickled; a
+  RecordError also gives the failing record's stream offset.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from typing import Any
 
 from . import messages as M
 from .errors import DataflowError
+from .records import Batch, RecordError, RecordFormat, bind_chain, header_position, run_stage
 from .registry import build
 from .shm import Arena
 from .streams import ChunkInfo
@@ -60,8 +66,19 @@ class Worker:
         self.context = context  # bytes at the end of each input slot: the stream before it
         self.queue: deque[M.Task | M.Flush] = deque()
         self.info = ChunkInfo()
+        self.header_in = 0       # bytes of source header at the start of chunk 0
+        self.header_at = 0       # the stage before which chunk 0 gets the output header
+        self.header_out = b""
         self.encode = M.from_worker_encoder.encode
         self.decode = M.to_worker_decoder.decode
+
+    def bind(self, fmt: RecordFormat) -> None:
+        """Tell the record stages their formats (as the coordinator did) and place the header."""
+        formats = bind_chain(self.stages, fmt)
+        self.info.header = fmt.header_bytes or b"" if fmt.header else b""
+        self.header_in = len(self.info.header)
+        self.header_at = header_position(formats)
+        self.header_out = formats[self.header_at].header_out() if fmt.header else b""
 
     def send(self, msg: Any) -> None:
         self.conn.send_bytes(self.encode(msg))
@@ -94,6 +111,9 @@ class Worker:
             size = min(self.context, task.offset)
             info.context = self.arena.view(task.slot, size, self.arena.slot_size - size)
         data: Any = view
+        first = task.offset == 0 and bool(self.header_in or self.header_out)
+        if first:
+            data = view[self.header_in:]
         summaries: list[Any] = []
         seconds: list[float] = []
         try:
@@ -104,16 +124,23 @@ class Worker:
                 info.summary = None
                 t0 = time.perf_counter()
                 try:
-                    data = stage.transform(data, info)
+                    if first and i == self.header_at:
+                        data = self.header_out + _as_bytes(data)
+                    data = run_stage(stage, data, info)
                     if data is None:
                         data = b""
                     elif i + 1 < len(self.stages):
                         data = _one_buffer(data)  # the next stage gets one buffer
                 except Exception as e:
-                    self.fail(task.seq, i, _name(stage), e)
+                    self.fail(task.seq, i, _name(stage), e, task.offset if i == 0 else -1)
                     return
                 seconds.append(time.perf_counter() - t0)
                 summaries.append(info.summary)
+            if isinstance(data, Batch):
+                data = data.encode()
+            if first and self.header_at == len(self.stages) and self.header_out:
+                data = [self.header_out, *(data if isinstance(data, list) else [data])] \
+                    if not hasattr(data, "__next__") else _prepend(self.header_out, data)
             if not any(s is not None for s in summaries):
                 summaries = []
             if data is view:
@@ -134,7 +161,9 @@ class Worker:
             info.seq, info.offset, info.length = task.seq, -1, len(out)
             try:
                 if out:
-                    out = _one_buffer(stage.transform(memoryview(out), info) or b"")
+                    out = _one_buffer(run_stage(stage, memoryview(out), info) or b"")
+                    if isinstance(out, Batch):
+                        out = out.encode()
                 more = stage.flush() or b""
             except Exception as e:
                 self.fail(task.seq, i, _name(stage), e)
@@ -189,10 +218,14 @@ class Worker:
             if isinstance(msg, (M.Task, M.Flush)):
                 self.queue.append(msg)
 
-    def fail(self, seq: int, index: int, name: str, exc: BaseException) -> None:
+    def fail(self, seq: int, index: int, name: str, exc: BaseException, offset: int = -1) -> None:
         # a DataflowError (corrupt input, say) explains itself: its traceback is noise
-        tb = "" if isinstance(exc, DataflowError) else "".join(traceback.format_exception(exc))
-        self.send(M.Failed(seq, index, name, type(exc).__qualname__, str(exc), tb))
+        tb = "" if isinstance(exc, (DataflowError, RecordError)) else \
+            "".join(traceback.format_exception(exc))
+        at = -1
+        if isinstance(exc, RecordError) and offset >= 0:
+            at = offset + exc.offset + (self.header_in if offset == 0 else 0)
+        self.send(M.Failed(seq, index, name, type(exc).__qualname__, str(exc), tb, at))
 
 
 class _PullFailed(Exception):
@@ -218,10 +251,22 @@ def _pulled(parts: Any, lazy: bool) -> Any:
 
 
 def _one_buffer(data: Any) -> Any:
-    """A transform's output as one bytes-like object: a gather list or an iterator is joined."""
+    """A transform's output as one bytes-like object (or a Batch of records, kept): a gather
+    list or an iterator is joined."""
     if isinstance(data, list) or hasattr(data, "__next__"):
         return b"".join(data)
     return data
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, Batch):
+        return data.encode()
+    return bytes(_one_buffer(data))
+
+
+def _prepend(first: bytes, parts: Any) -> Any:
+    yield first
+    yield from parts
 
 
 def _name(stage: Any) -> str:
@@ -229,7 +274,7 @@ def _name(stage: Any) -> str:
 
 
 def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
-         parent_pid: int, context: int = 0) -> None:
+         parent_pid: int, context: int = 0, record_format: bytes = b"") -> None:
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # also drops a Ctrl-C pending since birth
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by our parent
@@ -247,6 +292,8 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
                 w.fail(-1, i, str(spec.get("class", "?")), e)
                 return
             w.stages.append(stage)
+        if record_format:
+            w.bind(msgspec.msgpack.decode(record_format, type=RecordFormat))
         w.send(M.Ready(os.getpid()))
         w.serve()
     except (_Stop, BrokenPipeError, ConnectionResetError):

@@ -210,3 +210,49 @@ class KillInSetupOnce(Transform):
             return
         os.close(fd)
         os.kill(os.getpid(), 9)
+
+
+from dataflow.streams import RecordTransform  # noqa: E402
+
+
+class FirstColumns(RecordTransform):
+    """Record stage: keep the first `n` fields of each record (CSV row or JSON list/dict)."""
+
+    name = "first-columns"
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def bind(self, fmt):
+        fmt = super().bind(fmt)
+        if fmt.columns is not None:
+            fmt = fmt.with_columns(fmt.columns[:self.n])
+        self.output_format = fmt
+        return fmt
+
+    def process(self, records, chunk):
+        n = self.n
+        if self.input_format.kind == "jsonl":
+            return [dict(list(r.items())[:n]) if isinstance(r, dict) else r[:n] for r in records]
+        return [r[:n] for r in records]
+
+
+class FailOnField(RecordTransform):
+    """Record stage: raise on the first record whose field `field` equals `value`."""
+
+    name = "fail-on-field"
+
+    def __init__(self, field: str, value: str):
+        self.field = field
+        self.value = value
+
+    def bind(self, fmt):
+        fmt = super().bind(fmt)
+        self.get = fmt.getter(self.field)
+        return fmt
+
+    def process(self, records, chunk):
+        for r in records:
+            if self.get(r) == self.value:
+                raise ValueError(f"found {self.value!r}")
+        return records

@@ -71,7 +71,7 @@ def test_full_job_builds_the_runtime_objects(job_file):
     name = job_file("""
         source:
           file: [a.log, "logs/*.log"]
-          split: bytes
+          split: lines
           delimiter: "\\0"
           max_record_size: 1MiB
         stages:
@@ -92,7 +92,7 @@ def test_full_job_builds_the_runtime_objects(job_file):
     src = job.source
     assert isinstance(src, FileSource)
     assert src.patterns == ["a.log", "logs/*.log"]
-    assert src.split == "bytes"
+    assert src.split == "lines"
     assert src.delimiter == b"\0"
     assert src.max_record_size == MiB
     assert (src.start, src.end) == (0, None)
