@@ -60,6 +60,9 @@ def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
         if i > 0 and s.reads_source:
             raise UsageError(f"stages[{i}] ({s.name}) decodes the source's bytes, so it must "
                              f"be the first stage")
+        if i + 1 < len(stages) and getattr(s, "limit", None) is not None:
+            raise UsageError(f"stages[{i}] ({s.name}) cuts the output after its last record, "
+                             f"so it must be the last stage")
         if i + 1 < len(stages) and s.frames_output():
             raise UsageError(f"stages[{i}] ({s.name}) writes a container header and trailer, "
                              f"so it must be the last stage")

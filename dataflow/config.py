@@ -558,6 +558,9 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         if i > 0 and stage.reads_source:
             raise _error(f"{stage.name} decodes the source's bytes, so it must be the first "
                          f"stage", ["stages", i], node, path)
+        if i + 1 < len(stages) and getattr(stage, "limit", None) is not None:
+            raise _error(f"{stage.name} cuts the output after its last record, so it must be "
+                         f"the last stage", ["stages", i], node, path)
         if i + 1 < len(stages) and stage.frames_output():
             raise _error(f"{stage.name} writes a container header and trailer, so it must be "
                          f"the last stage", ["stages", i], node, path)

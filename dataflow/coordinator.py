@@ -44,7 +44,8 @@ from . import messages as M
 from . import scheduler as S
 from .errors import DataflowError, RemoteTraceback, StageError, UsageError, WorkerCrashedError
 from .framing import Framer
-from .records import RecordFormat, bind_chain, with_header
+from .limit import RecordLimit
+from .records import RecordFormat, bind_chain, header_position, with_header
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
 from .shm import Arena
 from .sources import ChunkReader, line_number
@@ -151,6 +152,7 @@ class Run:
         self.killing: dict[int, tuple[int, float, str]] = {}
         self.arena: Arena | None = None
         self.record_format = b""  # the source's RecordFormat for the workers (msgpack)
+        self.limit: RecordLimit | None = None   # `head`: the output stops after n records
         self._psutil: dict[int, psutil.Process] = {}
         self._last_sample = 0.0
         self._sample_every = MEMORY_SAMPLE_SECONDS
@@ -324,22 +326,29 @@ class Run:
             for i in range(plan.workers):
                 self._start_worker(i)
             actions: deque[Any] = deque(sched.start())
-            finished = False
+            finished = self.limit is not None and self.limit.done   # head: {n: 0}
             if framing and point is None and (header := last.header()):
                 self.stats.bytes_out += len(header)
                 yield memoryview(header)
             while True:
-                while actions:
+                while actions and not finished:
                     a = actions.popleft()
                     if isinstance(a, S.Write):
                         view = self.arena.view(a.slot, a.length)
                         try:
-                            if a.length > a.skip:
+                            end = a.length
+                            if self.limit is not None and a.length > a.skip:
                                 with view[a.skip:] as piece:
+                                    end = a.skip + self.limit.take(piece)
+                            if end > a.skip:
+                                with view[a.skip:end] as piece:
                                     self.stats.bytes_out += len(piece)
                                     yield piece
                         finally:
                             view.release()
+                        if self.limit is not None and self.limit.done:
+                            finished = True   # head: enough records; stop reading, tear down
+                            break
                         if a.last:
                             self._fold(a.meta)
                             end = self._ends.pop(a.seq, None)
@@ -447,12 +456,19 @@ class Run:
                 header = raw[:reader.framer.first(raw) or len(raw)]
             fmt = with_header(fmt, header)
         try:
-            bind_chain(self.stages, fmt)
+            formats = bind_chain(self.stages, fmt)
         except ValueError as e:
             i = getattr(e, "stage_index", 0)
             raise UsageError(f"stages[{i}] ({self.stages[i].name}): {e}") from None
         if fmt.records or fmt.header:
             self.record_format = msgspec.msgpack.encode(fmt)
+        last = self.stages[-1] if self.stages else None
+        if getattr(last, "limit", None) is not None:
+            out = formats[-1]
+            header = len(out.header_out()) if header_position(formats) == len(self.stages) \
+                else 0
+            self.limit = RecordLimit(last.limit, delimiter=out.delimiter,
+                                     csv=out.kind in ("csv", "tsv"), skip=header)
 
     def _read(self, reader: ChunkReader, slot: int) -> S.Event:
         assert self.arena is not None

@@ -36,13 +36,19 @@ _json_encoder = msgspec.json.Encoder()
 
 
 class RecordError(ValueError):
-    """A record that cannot be decoded (or processed): where it is within its chunk."""
+    """A record that cannot be decoded (or processed): where it is within its chunk, as a line
+    and byte offset when known, else as the record's number. A user function's exception is
+    its __cause__ (the worker reports that one's type and traceback)."""
 
-    def __init__(self, message: str, line: int, offset: int):
-        super().__init__(f"record at line {line} of the chunk (chunk byte {offset}): {message}")
+    def __init__(self, message: str, line: int | None = None, offset: int | None = None,
+                 record: int | None = None):
+        where = (f"line {line} of the chunk (chunk byte {offset})" if line is not None
+                 else f"record {record} of the chunk")
+        super().__init__(f"{where}: {message}")
         self.reason = message
         self.line = line        # 1-based line within the chunk
         self.offset = offset    # byte offset within the chunk
+        self.record = record    # 1-based record number within the chunk
 
 
 class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):

@@ -98,6 +98,8 @@ def unsupported(source: Any, stages: list[Any], ordered: bool) -> str | None:
                     f"killed run loses")
         if stage.reads_source:
             return f"stages[{i}] ({stage.name}) decodes the source; its jobs cannot resume"
+        if getattr(stage, "limit", None) is not None:
+            return f"stages[{i}] ({stage.name}) counts records across the whole output"
     if type(source) is not FileSource:
         return "only jobs that read files can be resumed"
     if not ordered:

@@ -53,7 +53,7 @@ class Framed:
             raise ValueError("split: fixed needs record_size (bytes per record)")
         if header and split not in ("csv", "tsv"):
             raise ValueError("header goes with split: csv or tsv")
-        self.header = header if split in ("csv", "tsv") else False
+        self.header = (header is not False) if split in ("csv", "tsv") else False
         if split == "fixed" and max_record_size < record_size:
             self.max_record_size = record_size
 
@@ -401,7 +401,7 @@ class ChunkReader:
                 raise RecordTooLongError(
                     f"the header is longer than max_record_size ({format_size(capacity)}) at "
                     f"{self.source.where(0)}{self._hint()}", offset=0)
-            block = bytearray(min(4096, capacity - len(buf)))
+            block = bytearray(max(1, min(4096, self.chunk_size, capacity - len(buf))))
             got = self.source.readinto(memoryview(block)) if not self.eof else 0
             if not got:
                 self.eof = True

@@ -220,12 +220,13 @@ class Worker:
 
     def fail(self, seq: int, index: int, name: str, exc: BaseException, offset: int = -1) -> None:
         # a DataflowError (corrupt input, say) explains itself: its traceback is noise
-        tb = "" if isinstance(exc, (DataflowError, RecordError)) else \
-            "".join(traceback.format_exception(exc))
+        own = exc.__cause__ if isinstance(exc, RecordError) and exc.__cause__ else exc
+        tb = "" if own is exc and isinstance(exc, (DataflowError, RecordError)) else \
+            "".join(traceback.format_exception(own))
         at = -1
-        if isinstance(exc, RecordError) and offset >= 0:
+        if isinstance(exc, RecordError) and exc.offset is not None and offset >= 0:
             at = offset + exc.offset + (self.header_in if offset == 0 else 0)
-        self.send(M.Failed(seq, index, name, type(exc).__qualname__, str(exc), tb, at))
+        self.send(M.Failed(seq, index, name, type(own).__qualname__, str(exc), tb, at))
 
 
 class _PullFailed(Exception):

@@ -321,7 +321,9 @@ def test_stage_error_exits_1_with_where_and_worker_traceback(tmp_path, preexisti
     offset = chunk * 64 * KiB                              # 262144
     first, _, rest = err.partition("\n")
     assert first == (f"dataflow: error: stages[1] (python) failed on chunk {chunk} "
-                     f"(in.log: byte {offset}, {64 * KiB} bytes): ValueError: third marker: "
+                     f"(in.log: byte {offset}, {64 * KiB} bytes): ValueError: line "
+                     f"{5001 - offset // LINE} of the chunk (chunk byte "  # line 005000 is the 5001st
+                     f"{(5000 - offset // LINE) * LINE}): marker_udf:check: third marker: "
                      f"line 005000")
     assert rest.startswith("worker traceback:\nTraceback (most recent call last):\n")
     assert 'marker_udf.py", line 3, in check' in rest

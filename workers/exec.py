@@ -24,17 +24,20 @@ Rules:
   from its shared-memory slot, without a copy. Stdout goes to the engine as it is read (the
   transform returns an iterator of parts), so an output much larger than the chunk never sits
   whole in the worker's memory.
-- Process hygiene (PITFALLS 7). Each command is started in its own session (so its own process
-  group: a Ctrl-C on the terminal does not reach it, the engine stops it), with, before exec,
-  PR_SET_PDEATHSIG=SIGKILL armed and the parent pid checked (a SIGKILLed worker takes its
-  command with it), SIGINT back to default and no blocked signals (workers ignore SIGINT).
-  When the command exits, whatever it left running in its process group is killed (otherwise
-  a background child holding stdout open would hang the chunk). On any error, or when the
-  engine abandons the chunk, the whole group is SIGKILLed and reaped. A SIGTERM to the worker
-  (chunk_timeout, teardown) kills the groups of all running commands, then the worker dies by
-  SIGTERM, as it would have without the handler.
-- One process per chunk costs a fork and exec plus the command's own start-up (about 1 ms for
-  `tr`, 20-50 ms for `jq` or `python`): use big chunks (the 4 MiB default or more).
+- Process hygiene (PITFALLS 7). Each command starts in its own session, so its own process
+  group: a Ctrl-C on the terminal does not reach it (the engine stops it). It dies with its
+  worker: PR_SET_PDEATHSIG=SIGKILL is armed before it runs, by util-linux `setpriv
+  --pdeathsig KILL` when that is installed (Popen can then vfork: no Python runs in the
+  child), else by a preexec_fn that also checks the parent pid after arming it (a full fork of
+  the worker: 2-4 ms more per chunk). PDEATHSIG reaches the command, not its children; the
+  group kills below do. It inherits the worker's ignored SIGINT (harmless in its own session).
+- When the command exits, whatever it left in its process group is killed (a background child
+  holding stdout open would otherwise hang the chunk). On an error, or when the engine drops
+  the chunk's output (GeneratorExit), the whole group is SIGKILLed and reaped. A SIGTERM to the
+  worker (chunk_timeout, teardown) kills the groups of all running commands, reaps them, then
+  the worker dies by SIGTERM, as it would have without the handler.
+- One process per chunk costs a spawn plus the command's own start-up (about 1.5 ms for `tr`,
+  20 ms for `jq`, 40 ms for `python3`): use big chunks (the 4 MiB default or more).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ import contextlib
 import ctypes
 import fcntl
 import functools
+import json
 import os
 import selectors
 import shlex
@@ -108,7 +112,8 @@ class Exec(Transform):
         self._ok = frozenset(self.ok_exit_codes)
         self._run_argv = ["/bin/sh", "-c", *self.argv] if shell else list(self.argv)
         self._popen_env: dict[str, str] | None = None
-        self._preexec: Any = None
+        self._spawn_argv: list[str] | None = None   # _run_argv, behind setpriv when we can
+        self._preexec: Any = None                    # else the PDEATHSIG set-up in the child
 
     # ------------------------------------------------------------------ validation
     def check(self) -> None:
@@ -120,7 +125,7 @@ class Exec(Transform):
         if self.shell and len(argv) != 1:
             raise OptionError("argv", f"with shell: true, argv is exactly one string, the "
                                       f"command line for /bin/sh -c (got {len(argv)} items: "
-                                      f"{_shown(argv)}); join them into one string, or drop "
+                                      f"{_listed(argv)}); join them into one string, or drop "
                                       f"shell: true to run them without a shell")
         if any("\0" in a for a in argv):
             raise OptionError("argv", "argv contains a NUL character")
@@ -165,7 +170,7 @@ class Exec(Transform):
                                       f"executable")
         hint = ""
         if not self.shell and any(c.isspace() for c in program):
-            hint = (f"; argv is a list of words: did you mean {_shown(shlex.split(program))}, "
+            hint = (f"; argv is a list of words: did you mean {_listed(shlex.split(program))}, "
                     f"or shell: true?")
         raise OptionError("argv", f"program {program!r} not found on the PATH{hint}")
 
@@ -177,10 +182,16 @@ class Exec(Transform):
 
     def _prepare(self) -> None:
         self._popen_env = {**os.environ, **self.env} if self.env else None
-        self._preexec = functools.partial(_in_child, os.getpid(), _prctl())
+        setpriv = _setpriv()
+        if setpriv is not None:   # fast: Popen can vfork (no Python code in the child)
+            self._spawn_argv = [setpriv, "--pdeathsig", "KILL", "--", *self._run_argv]
+            self._preexec = None
+        else:                     # slow: a full fork to run _in_child (3-4 ms more a chunk)
+            self._spawn_argv = list(self._run_argv)
+            self._preexec = functools.partial(_in_child, os.getpid(), _prctl())
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Iterator[bytes]:
-        if self._preexec is None:   # used without setup(): no SIGTERM handler then
+        if self._spawn_argv is None:   # used without setup(): no SIGTERM handler then
             self._prepare()
         return self._run(data)      # a generator: nothing starts until the engine pulls
 
@@ -191,8 +202,9 @@ class Exec(Transform):
             proc = self._start()
             tail = bytearray()
             stderr_total = 0
+            io = _communicate(proc, mv)
             try:
-                for kind, part in _communicate(proc, mv):
+                for kind, part in io:
                     if kind:
                         yield part
                     else:
@@ -202,12 +214,13 @@ class Exec(Transform):
                             del tail[:-STDERR_KEEP]
                 returncode = _finish(proc)
             except BaseException:   # an error, or the engine closing us (GeneratorExit)
-                _kill_group(proc.pid)
-                _RUNNING.pop(proc.pid, None)
-                with contextlib.suppress(Exception):
-                    proc.wait()
+                if _kill_group(proc.pid):
+                    _RUNNING.pop(proc.pid, None)
+                    with contextlib.suppress(Exception):
+                        proc.wait()
                 raise
             finally:
+                io.close()
                 for f in (proc.stdin, proc.stdout, proc.stderr):
                     if f is not None:
                         with contextlib.suppress(OSError):
@@ -220,13 +233,14 @@ class Exec(Transform):
             raise self._failure(returncode, bytes(tail), stderr_total)
 
     def _start(self) -> subprocess.Popen:
-        # SIGTERM waits while the child is made and registered: the handler then finds it
-        # (the child unblocks everything before exec)
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        # a SIGTERM while the child is made and registered waits (the handler would not find
+        # it yet); not by blocking the signal: the child would inherit the mask
+        global _spawning
+        _spawning = True
         try:
             try:
                 proc = subprocess.Popen(
-                    self._run_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    self._spawn_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE if self.stderr == "capture" else None, bufsize=0,
                     close_fds=True, cwd=self.cwd, env=self._popen_env,
                     start_new_session=True, preexec_fn=self._preexec)
@@ -235,7 +249,9 @@ class Exec(Transform):
                                    f"{e.strerror or e}", argv=self._run_argv) from None
             _RUNNING[proc.pid] = proc
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            _spawning = False
+            if _deferred:
+                _on_sigterm(signal.SIGTERM, None)
         return proc
 
     def _failure(self, returncode: int, tail: bytes, total: int) -> CommandError:
@@ -273,28 +289,25 @@ def _communicate(proc: subprocess.Popen, data: memoryview) -> Iterator[tuple[boo
     sel = selectors.DefaultSelector()
     pidfd = -1
     try:
-        stdin, stdout = proc.stdin.fileno(), proc.stdout.fileno()
-        stderr = proc.stderr.fileno() if proc.stderr is not None else -1
-        read_size = max(_grow(stdout), 1 << 16)
-        _grow(stdin)
-        for fd in (stdin, stdout, stderr):
-            if fd >= 0:
-                os.set_blocking(fd, False)
-        pos, end = 0, len(data)
-        if end:
-            sel.register(stdin, selectors.EVENT_WRITE)
-        else:
-            proc.stdin.close()
-        sel.register(stdout, selectors.EVENT_READ)
-        if stderr >= 0:
-            sel.register(stderr, selectors.EVENT_READ)
         with contextlib.suppress(OSError, AttributeError):   # Linux >= 5.3
             pidfd = os.pidfd_open(proc.pid)
-            sel.register(pidfd, selectors.EVENT_READ)
+            sel.register(pidfd, selectors.EVENT_READ, "exit")
+        read_size = max(_grow(proc.stdout.fileno()), 1 << 16)
+        pos, end = 0, len(data)
+        if end:
+            _grow(proc.stdin.fileno())
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE, "in")
+        else:
+            proc.stdin.close()
+        for f, what in ((proc.stdout, "out"), (proc.stderr, "err")):
+            if f is not None:
+                os.set_blocking(f.fileno(), False)
+                sel.register(f, selectors.EVENT_READ, what)
         while sel.get_map():
             for key, _ in sel.select():
-                fd = key.fd
-                if fd == stdin:
+                what, fd = key.data, key.fd
+                if what == "in":
                     try:
                         with data[pos:pos + PIPE_SIZE] as piece:
                             pos += os.write(fd, piece)
@@ -305,7 +318,7 @@ def _communicate(proc: subprocess.Popen, data: memoryview) -> Iterator[tuple[boo
                     if pos >= end:
                         sel.unregister(fd)
                         proc.stdin.close()
-                elif fd == pidfd:   # the command exited: end what it left in its group
+                elif what == "exit":   # the command exited: end what it left in its group
                     sel.unregister(fd)
                     _kill_group(proc.pid)  # safe: the leader, unreaped, still holds the pgid
                 else:
@@ -314,7 +327,7 @@ def _communicate(proc: subprocess.Popen, data: memoryview) -> Iterator[tuple[boo
                     except BlockingIOError:
                         continue
                     if part:
-                        yield fd == stdout, part
+                        yield what == "out", part
                     else:
                         sel.unregister(fd)
     finally:
@@ -345,11 +358,18 @@ def _grow(fd: int) -> int:
 _RUNNING: dict[int, subprocess.Popen] = {}   # pid (= pgid) -> command, not yet reaped
 _previous_sigterm: Any = None
 _handler_installed = False
+_spawning = False    # a command is being started: a SIGTERM now is handled right after
+_deferred = False
 
 
-def _kill_group(pgid: int) -> None:
+def _kill_group(pid: int) -> bool:
+    """SIGKILL the process group of command `pid` if it is not reaped yet (while the leader is
+    unreaped, even as a zombie, its pgid cannot be reused); False if it was."""
+    if pid not in _RUNNING:
+        return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
+    return True
 
 
 def _install_sigterm_handler() -> None:
@@ -363,10 +383,15 @@ def _install_sigterm_handler() -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Kill every running command's group and reap it; then do what SIGTERM did before: die
     by it (the default; the coordinator sees -15, a shell 143), or call the previous handler."""
+    global _deferred
+    if _spawning:
+        _deferred = True
+        return
+    _deferred = False
     pids = list(_RUNNING)
     for pid in pids:
         _kill_group(pid)
-    for pid in pids:
+    for pid in pids:   # popped before reaping: nothing kills a reaped (reusable) pid
         _RUNNING.pop(pid, None)
         with contextlib.suppress(ChildProcessError, InterruptedError):
             os.waitpid(pid, 0)   # not Popen.wait: the main code may hold its lock
@@ -382,6 +407,22 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 @functools.lru_cache(maxsize=1)
+def _setpriv() -> str | None:
+    """util-linux `setpriv` if it has --pdeathsig (2.33+): it arms PDEATHSIG and execs the
+    command, so Popen needs no preexec_fn and can vfork."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        r = subprocess.run([path, "--pdeathsig", "KILL", "--", path, "--version"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if r.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
 def _prctl() -> Any:
     try:
         return ctypes.CDLL(None, use_errno=True).prctl
@@ -390,14 +431,12 @@ def _prctl() -> Any:
 
 
 def _in_child(parent: int, prctl: Any) -> None:
-    """Runs in the forked child before exec (keep it tiny: no imports, no allocation-heavy
-    work). Die with the worker; undo the worker's signal setup."""
+    """Runs in the forked child before exec, when there is no setpriv (keep it tiny: no
+    imports, no locks): die with the worker, even if it died before this ran."""
     if prctl is not None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:   # the worker died before PDEATHSIG was armed
         os._exit(127)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)   # ignored by workers; inherited by exec
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 # ---------------------------------------------------------------------- messages
@@ -406,4 +445,10 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _shown(argv: list[str]) -> str:
+    """The command line as a shell would take it, shortened."""
     return _cut(shlex.join(argv), COMMAND_CHARS)
+
+
+def _listed(argv: list[str]) -> str:
+    """A list of words as YAML (flow style) and JSON write it, shortened."""
+    return _cut(json.dumps(argv, ensure_ascii=False), COMMAND_CHARS)

@@ -1,9 +1,23 @@
-"""python: run a user function over each chunk or each line.
+"""python: run a user function over each chunk, each line or each record.
 
-`callable` is `module:function`. In `chunk` mode the function gets the chunk's bytes and
-returns bytes (or None for nothing). In `line` mode it gets each line without its delimiter and
-returns bytes or str (written with the delimiter added back) or None to drop the line; a last
-line that had no delimiter gets none. `args` are passed as keyword arguments on every call.
+Rules:
+- `callable` is `module:function`. `args` are passed as keyword arguments on every call.
+- `chunk` mode: the function gets the chunk's bytes (whole records) and returns bytes, str or
+  None (nothing).
+- `line` mode: it gets each line without its delimiter (bytes) and returns bytes or str
+  (written with the delimiter added back), or None to drop the line; a last line that had no
+  delimiter gets none.
+- `record` mode: it gets each decoded record of the source's format — a JSON value (jsonl), a
+  dict keyed by the header's columns (csv/tsv with a header), a list of str (csv/tsv without),
+  a str (lines, decoded as UTF-8 with surrogate escapes) — and returns a record of the same
+  kind or None to drop it; a list returned for a JSON record stays one record (a JSON array).
+  Consecutive record stages share one decode (see records.py).
+- The reference and the signature are checked by `dataflow validate`, before any worker starts.
+- An exception in the function names the line (line mode: its line within the chunk and byte
+  offset; record mode: the record's number within the chunk) and keeps the function's
+  traceback; the engine adds the chunk and the stream offset.
+- `setup` (optional, `module:function`) is called once per worker with `args`; what it
+  returns is passed to the function as `state=`: load a model or compile a pattern once.
 """
 from __future__ import annotations
 
@@ -12,60 +26,123 @@ from typing import Any, Literal
 
 import msgspec
 
+from dataflow.records import RecordError
 from dataflow.registry import resolve
-from dataflow.streams import ChunkInfo, Transform
+from dataflow.streams import ChunkInfo, RecordTransform
 
 
-class PythonFunction(Transform):
+class PythonFunction(RecordTransform):
     name = "python"
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         callable: str
-        mode: Literal["chunk", "line"] = "chunk"
+        mode: Literal["chunk", "line", "record"] = "chunk"
         args: dict[str, Any] = {}
         delimiter: str = "\n"
+        setup: str | None = None
 
     def __init__(self, callable: str, mode: str = "chunk", args: dict[str, Any] | None = None,
-                 delimiter: str = "\n"):
+                 delimiter: str = "\n", setup: str | None = None):
         self.ref = callable
         self.mode = mode
+        self.record_mode = mode == "record"   # the worker hands it decoded records
         self.args = dict(args or {})
         self.delimiter = delimiter.encode("utf-8", "surrogateescape")
-        self.fn = None
+        self.setup_ref = setup
+        self.fn: Any = None
+        self.kw: dict[str, Any] = self.args
 
     def check(self) -> None:
         """Import the function and check it can take one positional argument plus `args`."""
+        if self.mode not in ("chunk", "line", "record"):
+            raise ValueError(f"mode must be chunk, line or record, got {self.mode!r}")
+        extra = dict(self.args)
+        if self.setup_ref is not None:
+            setup = resolve(self.setup_ref)
+            if not callable(setup):
+                raise TypeError(f"setup {self.setup_ref} is not callable")
+            _check_call(setup, self.setup_ref, (), self.args, "setup")
+            extra["state"] = None
         fn = resolve(self.ref)
         if not callable(fn):
             raise TypeError(f"{self.ref} is not callable")
-        try:
-            inspect.signature(fn).bind(b"", **self.args)
-        except TypeError as e:
-            raise TypeError(f"{self.ref} cannot be called with one argument"
-                            f"{' and ' + ', '.join(self.args) if self.args else ''}: {e}") from None
-        except ValueError:
-            pass  # builtins without a signature: trust them
+        _check_call(fn, self.ref, (b"",), extra, "")
+
+    def bind(self, fmt: Any) -> Any:
+        if self.mode == "record":
+            fmt = super().bind(fmt)
+            self.columns = fmt.columns if fmt.kind in ("csv", "tsv") else None
+            return fmt
+        from dataflow.records import RecordFormat
+        self.input_format = self.output_format = RecordFormat(kind="bytes")
+        return self.output_format
 
     def setup(self) -> None:
         self.fn = resolve(self.ref, main_alias=True)
+        if self.setup_ref is not None:
+            state = resolve(self.setup_ref, main_alias=True)(**self.args)
+            self.kw = {**self.args, "state": state}
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
         fn = self.fn
-        kw = self.args
+        kw = self.kw
         if self.mode == "chunk":
             out = fn(bytes(data), **kw)
+            if isinstance(out, str):
+                out = out.encode("utf-8", "surrogateescape")
             return b"" if out is None else out
+        if self.mode == "record":
+            return super().transform(data, chunk)
         d = self.delimiter
         lines = bytes(data).split(d)
         last = lines.pop()   # b"" when the chunk ends with a delimiter, else an open record
         out: list[bytes] = []
-        for line in lines:
-            r = fn(line, **kw)
-            if r is not None:
-                out.append(r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r)
-        body = d.join(out) + d if out else b""
-        if last:
-            r = fn(last, **kw)
-            if r is not None:
-                body += r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r
+        i = 0
+        try:
+            for i, line in enumerate(lines):
+                r = fn(line, **kw)
+                if r is not None:
+                    out.append(r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r)
+            body = d.join(out) + d if out else b""
+            if last:
+                i = len(lines)
+                r = fn(last, **kw)
+                if r is not None:
+                    body += r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r
+        except Exception as e:
+            offset = sum(len(x) + len(d) for x in lines[:i])
+            raise RecordError(f"{self.ref}: {e}", i + 1, offset) from e
         return body
+
+    def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
+        fn = self.fn
+        kw = self.kw
+        cols = self.columns
+        kind = self.input_format.kind
+        out = []
+        i = 0
+        try:
+            for i, rec in enumerate(records):
+                if cols is not None:
+                    rec = dict(zip(cols, rec))
+                elif kind == "lines":
+                    rec = rec.decode("utf-8", "surrogateescape")
+                r = fn(rec, **kw)
+                if r is not None:
+                    out.append(r)
+        except Exception as e:
+            raise RecordError(f"{self.ref}: {e}", record=i + 1) from e
+        return out
+
+
+def _check_call(fn: Any, ref: str, args: tuple, kwargs: dict[str, Any], what: str) -> None:
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as e:
+        shown = "one argument" if args else "no arguments"
+        if kwargs:
+            shown = f"{shown} and {', '.join(kwargs)}" if args else ", ".join(kwargs)
+        raise TypeError(f"{what + ' ' if what else ''}{ref} cannot be called with "
+                        f"{shown}: {e}") from None
+    except ValueError:
+        pass  # builtins without a signature: trust them
