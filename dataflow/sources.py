@@ -447,7 +447,8 @@ class ChunkReader:
             except RecordTooLong:
                 raise RecordTooLongError(
                     f"a record is longer than max_record_size ({format_size(capacity)}) at "
-                    f"{self.source.where(self.offset)}{self._hint()}", file=self.source.where(self.offset).rsplit(": byte", 1)[0],
+                    f"{self.source.where(self.offset)}{self._hint()}",
+                    file=self.source.where(self.offset).rsplit(": byte", 1)[0],
                     offset=self.offset) from None
             if cut:
                 break

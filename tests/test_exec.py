@@ -18,11 +18,13 @@ import pytest
 from dataflow import FileSink, FileSource, pipeline
 from dataflow.errors import StageError
 from dataflow.streams import ChunkInfo
+import workers.exec as exec_module
 from workers.exec import CommandError, Exec
 
 from conftest import require_tool, run_cli, segments_of, session_processes
 
 SMALL = dict(workers=2, chunk_size="64KiB", memory_limit="128MiB")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def words(path, size: int, seed: int = 1) -> bytes:
@@ -61,6 +63,13 @@ def commands(marker: str) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return out
+
+
+def kill_leftovers(marker: str) -> None:
+    """After a failure: end the commands this test started (found by their unique argument),
+    so one broken test does not leave sleeps behind."""
+    for p in commands(marker):
+        p.kill()
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -130,7 +139,7 @@ def test_grep_with_ok_exit_codes_0_1_equals_grep_and_fails_without(tmp_path):
 
 def test_output_is_exactly_what_the_command_writes_binary_and_larger_than_the_input(tmp_path):
     src = tmp_path / "in.bin"
-    data = bytes(random.Random(3).getrandbits(8) for _ in range(300_000))
+    data = random.Random(3).randbytes(300_000)
     src.write_bytes(data)
     out = run(tmp_path, src, Exec(["cat"]), source=dict(split="bytes"))
     assert out == data
@@ -187,7 +196,7 @@ def test_megabytes_of_stderr_never_deadlock_and_only_the_tail_is_shown(tmp_path)
         run(tmp_path, src, Exec([failing], shell=True), name="o3", chunk_size="256KiB")
     msg = str(e.value)
     assert "exited with code 4" in msg and msg.rstrip().endswith("| the last words"), msg
-    assert "the last 20 lines of 10.5 MiB of its stderr" in msg, msg
+    assert "its stderr (last 20 lines of 10.5 MiB):\n  | " in msg, msg
     assert msg.count("noise") <= 40 and len(msg) < 4000, msg
 
 
@@ -271,7 +280,9 @@ def test_what_a_command_leaves_in_its_group_is_killed_when_it_exits():
     assert pulled(Exec(["sleep 30.0421 & echo started"], shell=True), b"x") == b"started\n"
     assert time.monotonic() - t0 < 5
     time.sleep(0.2)
-    assert commands("30.0421") == []
+    leftovers = commands("30.0421")
+    kill_leftovers("30.0421")
+    assert leftovers == []
 
 
 def test_abandoning_the_output_kills_and_reaps_the_command():
@@ -334,6 +345,7 @@ def test_ctrl_c_while_commands_run_leaves_no_command_and_no_segment(tmp_path):
     finally:
         if proc.poll() is None:
             finish(proc, 0)
+        kill_leftovers(marker)
     assert proc.returncode == -signal.SIGINT, err
     assert time.monotonic() - t0 < 8, "took too long to stop"
     assert "Traceback" not in err, err
@@ -343,6 +355,32 @@ def test_ctrl_c_while_commands_run_leaves_no_command_and_no_segment(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "preexec_fn"])
+def test_a_sigkilled_parent_takes_its_command_with_it(setpriv):
+    """PDEATHSIG both ways: through util-linux setpriv (vfork), or a preexec_fn (fork)."""
+    if setpriv and exec_module._setpriv() is None:
+        pytest.skip("util-linux setpriv with --pdeathsig is not installed")
+    marker = "27.0417" + str(int(setpriv))
+    script = ("import workers.exec as e\n"
+              + ("" if setpriv else "e._setpriv = lambda: None\n")
+              + "from dataflow.streams import ChunkInfo\n"
+              f"it = e.Exec(['sleep', '{marker}']).transform(memoryview(b'x'), ChunkInfo())\n"
+              "next(it, None)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True)
+    try:
+        [sleep] = wait_for(lambda: commands(marker), 10, "the command")
+        assert sleep.ppid() == proc.pid
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not psutil.pid_exists(sleep.pid)
+                 or sleep.status() == psutil.STATUS_ZOMBIE, 3, "the orphaned command to die")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(marker)
+
+
 def test_chunk_timeout_sigterm_kills_the_command_group_too(tmp_path):
     marker = "28.0417"
     # a shell with a child: the group kill (not PDEATHSIG, which reaches only the shell) ends it
@@ -350,10 +388,14 @@ def test_chunk_timeout_sigterm_kills_the_command_group_too(tmp_path):
                               f"  - exec: {{argv: ['sleep {marker}; echo done'], shell: true}}\n"
                               f"sink: {{null: true}}\nworkers: 1\nchunk_size: 1MiB\n"
                               f"memory_limit: 128MiB\nchunk_timeout: 1s\nmax_attempts: 1\n")
-    r = run_cli("run", job, "-q", timeout=30)
-    err = r.stderr.decode()
-    assert r.returncode == 1, err
-    assert "chunk_timeout" in err and "SIGTERM" in err, err
-    time.sleep(0.2)
-    assert commands(marker) == []
-    assert commands(f"sleep {marker}; echo done") == []
+    try:
+        r = run_cli("run", job, "-q", timeout=30)
+        err = r.stderr.decode()
+        assert r.returncode == 1, err
+        assert "chunk_timeout" in err and "SIGTERM" in err, err
+        time.sleep(0.2)
+        assert commands(marker) == []
+        assert commands(f"sleep {marker}; echo done") == []
+    finally:
+        kill_leftovers(marker)
+        kill_leftovers(f"sleep {marker}; echo done")

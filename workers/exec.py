@@ -80,12 +80,12 @@ class CommandError(DataflowError):
         super().__init__(message)
 
 
-class OptionError(ValueError):
-    """A bad option; `field` names it, so the job error can point at stages[i].exec.<field>."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(message)
+def OptionError(field: str, message: str) -> ValueError:
+    """A bad option: a plain ValueError whose `field` names it, so the job error can point at
+    stages[i].exec.<field>."""
+    error = ValueError(message)
+    error.field = field   # type: ignore[attr-defined]
+    return error
 
 
 class Exec(Transform):
@@ -117,7 +117,7 @@ class Exec(Transform):
 
     # ------------------------------------------------------------------ validation
     def check(self) -> None:
-        """Raise OptionError (a ValueError) when the command could not run as configured."""
+        """Raise ValueError (with `.field`) when the command could not run as configured."""
         argv = self.argv
         if not argv:
             raise OptionError("argv", 'argv is empty: give the program and its arguments, '
@@ -136,6 +136,8 @@ class Exec(Transform):
         if bad:
             raise OptionError("ok_exit_codes", f"exit codes are 0-255, got {bad}; a command "
                                                f"killed by a signal always fails")
+        if self.stderr not in ("capture", "inherit"):
+            raise OptionError("stderr", f"stderr is 'capture' or 'inherit', got {self.stderr!r}")
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
                 raise OptionError("env", f"invalid environment variable {key!r}: a name is "
@@ -186,7 +188,7 @@ class Exec(Transform):
         if setpriv is not None:   # fast: Popen can vfork (no Python code in the child)
             self._spawn_argv = [setpriv, "--pdeathsig", "KILL", "--", *self._run_argv]
             self._preexec = None
-        else:                     # slow: a full fork to run _in_child (3-4 ms more a chunk)
+        else:                     # slow: a full fork to run _in_child (2-4 ms more a chunk)
             self._spawn_argv = list(self._run_argv)
             self._preexec = functools.partial(_in_child, os.getpid(), _prctl())
 
@@ -276,9 +278,11 @@ class Exec(Transform):
             if lines and lines[-1] == "":
                 lines.pop()                   # the text ended with a newline
             lines = [_cut(line.rstrip("\r"), LINE_CHARS) for line in lines[-STDERR_LINES:]]
-            size = "" if total == len(tail) else f" of {format_size(total)}"
-            message += (f"; the last {len(lines)} lines{size} of its stderr:\n"
-                        + "\n".join(f"  | {line}" for line in lines))
+            count = _total_lines(tail, total)
+            shown = ("" if len(lines) == count else
+                     f" (last {len(lines)} of {count} lines)" if count > 0 else
+                     f" (last {len(lines)} lines of {format_size(total)})")
+            message += f"; its stderr{shown}:\n" + "\n".join(f"  | {line}" for line in lines)
         return CommandError(message, argv=self._run_argv, returncode=returncode, stderr=tail)
 
 
@@ -440,6 +444,13 @@ def _in_child(parent: int, prctl: Any) -> None:
 
 
 # ---------------------------------------------------------------------- messages
+def _total_lines(tail: bytes, total: int) -> int:
+    """How many lines the command wrote to stderr, when all of it was kept (else -1)."""
+    if total > len(tail):
+        return -1
+    return tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
