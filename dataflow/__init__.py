@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import (ConfigError, DataflowError, Interrupted, RecordTooLongError, ResourceError,
                      SinkError, SourceError, StageError, UsageError, WorkerCrashedError)
-from .streams import ChunkInfo, Readable, Transform, Writable
+from .streams import ChunkInfo, Readable, RecordTransform, Transform, Writable
 
 _LAZY = {
     "pipeline": "api", "stream": "api", "Stats": "coordinator",
@@ -20,7 +20,11 @@ _LAZY = {
 }
 _BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunction": "python",
                        "Gzip": "gzip", "Bgzf": "bgzf", "Zstd": "zstd", "Bz2": "bz2", "Xz": "xz",
-                       "Lz4": "lz4", "Decompress": "decompress"}
+                       "Lz4": "lz4", "Decompress": "decompress", "Exec": "exec", "Head": "head",
+                       "Replace": "replace", "Cut": "cut", "Select": "select", "Where": "where",
+                       "CsvToJsonl": "csv_to_jsonl", "JsonlToCsv": "jsonl_to_csv",
+                       "Sample": "sample", "Count": "count", "Sum": "sum", "Min": "min",
+                       "Max": "max", "Mean": "mean", "Top": "top", "Histogram": "histogram"}
 
 
 def __getattr__(name: str) -> Any:
@@ -38,7 +42,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "pipeline", "stream", "Stats", "Readable", "Transform", "Writable", "ChunkInfo",
+    "pipeline", "stream", "Stats", "Readable", "Transform", "RecordTransform", "Writable",
+    "ChunkInfo",
     "FileSource", "StdinSource", "GenerateSource", "FileSink", "StdoutSink", "NullSink",
     "DataflowError", "ConfigError", "UsageError", "SourceError", "RecordTooLongError",
     "SinkError", "ResourceError", "StageError", "WorkerCrashedError", "Interrupted",

@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cli_compress import add_parsers
     add_parsers(sub)
+    from .cli_records import add_parsers as add_record_parsers
+    add_record_parsers(sub)
 
     c = sub.add_parser("cleanup", help="remove shared memory and temp files left by dead "
                        "dataflow processes")
@@ -228,9 +230,19 @@ def _die_by(signum: int) -> None:
     os.kill(os.getpid(), signum)
 
 
+def _importable_cwd() -> None:
+    """User functions (`python: {callable: mod:fn}`, `dataflow map mod:fn`) may live in the
+    current directory, as with `python -m`; it goes last on sys.path, so a file there never
+    shadows the standard library or an installed package (workers inherit sys.path)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _importable_cwd()
     try:
         with _Signals():
             return args.func(args)

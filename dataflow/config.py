@@ -430,8 +430,9 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
         raise _error(f"invalid regular expression: {e}", here + ["pattern"], node,
                      file) from None
     except (ValueError, TypeError, ImportError, AttributeError) as e:
-        field = {"grep": "pattern", "python": "callable", "gzip": "backend",
-                 "bgzf": "backend"}.get(name)
+        field = getattr(e, "field", None) or {
+            "grep": "pattern", "python": "callable", "gzip": "backend", "bgzf": "backend",
+            "exec": "argv", "replace": "pattern"}.get(name)
         parts = here + ([field] if field else [])
         raise _error(f"{type(e).__name__}: {e}", parts, node, file) from None
     return stage

@@ -70,6 +70,16 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL what a worker started (an external command and its children): they run in
+    their own session, so no signal to the worker reaches them, and once the worker is gone
+    they are no longer its descendants."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
 @contextlib.contextmanager
 def _main_module_hidden_unless_needed(specs: bytes) -> Iterator[None]:
     """spawn re-runs the parent's `__main__` file in each worker; when that "file" does not
@@ -189,6 +199,10 @@ class Run:
             self.procs[-1 - i] = proc  # stopped already; reaped (or killed) with the rest
         self.retired.clear()
         for proc in self.procs.values():
+            # a worker inside an exec command reads no Stop until the command ends: end it
+            # (at a normal end there is none: every chunk is done)
+            _kill_descendants(proc.pid)
+        for proc in self.procs.values():
             try:
                 proc.conn.send_bytes(M.to_worker_encoder.encode(M.Stop()))
             except (OSError, ValueError):
@@ -201,6 +215,7 @@ class Run:
             if not alive:
                 break
             for proc in alive:
+                _kill_descendants(proc.pid)
                 getattr(proc.process, sig_method)()
             for proc in alive:
                 proc.process.join(grace)
@@ -279,6 +294,7 @@ class Run:
             return
         if self.clock is not None:
             self.clock.forget(w)
+        _kill_descendants(proc.pid)   # an exec stage's command, in its own session
         if term:
             proc.process.terminate()
             with contextlib.suppress(ProcessLookupError):
@@ -440,6 +456,9 @@ class Run:
         self.stats.results = {key: s.result(acc)
                               for key, s, acc in zip(self.stage_keys, self.stages, self.folds)
                               if type(s).fold is not Transform.fold}
+        for key, stage in zip(self.stage_keys, self.stages):
+            if getattr(stage, "report", None) and key in self.stats.results:
+                stage.write_report(self.stats.results[key])   # a fold's `report:` file
 
     def _bind(self, reader: ChunkReader, point: Any) -> None:
         """Read the header (a CSV's first row), tell the record stages their formats, and keep

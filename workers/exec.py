@@ -20,7 +20,7 @@ Rules:
   is not an error in itself: feeding stops (no BrokenPipeError), its output is kept and its
   exit code alone decides, as with parallel. The unread rest of the chunk is simply dropped.
 - One selector multiplexes stdin, stdout, stderr and a pidfd of the command over non-blocking
-  pipes (enlarged to 1 MiB when the system allows): no threads. The chunk is written straight
+  pipes (enlarged to 256 KiB when the system allows): no threads. The chunk is written straight
   from its shared-memory slot, without a copy. Stdout goes to the engine as it is read (the
   transform returns an iterator of parts), so an output much larger than the chunk never sits
   whole in the worker's memory.
@@ -65,7 +65,8 @@ STDERR_KEEP = 64 << 10      # bytes of stderr kept per command, for the error me
 STDERR_LINES = 20           # lines of it shown
 LINE_CHARS = 300            # characters shown of one stderr line
 COMMAND_CHARS = 200         # characters shown of the command line
-PIPE_SIZE = 1 << 20         # pipe capacity asked for (Linux' unprivileged maximum by default)
+PIPE_SIZE = 256 << 10       # pipe capacity asked for: fewer wake-ups than 64 KiB; not 1 MiB,
+                            # which counts against the user's pipe-user-pages-soft quota
 PR_SET_PDEATHSIG = 1
 
 
