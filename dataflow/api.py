@@ -16,6 +16,7 @@ from .plan import Plan, make_plan
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
 from .sinks import FileSink
+from .records import placement
 from .streams import Transform
 
 DEFAULT_CHUNK_SIZE = 4 << 20     # big enough that per-chunk costs vanish, small enough for caches
@@ -60,12 +61,9 @@ def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
         if i > 0 and s.reads_source:
             raise UsageError(f"stages[{i}] ({s.name}) decodes the source's bytes, so it must "
                              f"be the first stage")
-        if i + 1 < len(stages) and getattr(s, "limit", None) is not None:
-            raise UsageError(f"stages[{i}] ({s.name}) cuts the output after its last record, "
-                             f"so it must be the last stage")
-        if i + 1 < len(stages) and s.frames_output():
-            raise UsageError(f"stages[{i}] ({s.name}) writes a container header and trailer, "
-                             f"so it must be the last stage")
+        problem = placement(stages, i)
+        if problem:
+            raise UsageError(f"stages[{i}] ({s.name}) {problem}")
     return list(stages)
 
 
@@ -150,14 +148,21 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
             checkpoints.start()
     if checkpoints is not None:
         run.on_commit = checkpoints.commit
+    reports = _reports(run)
     it = iter(run)
     try:
         for piece in it:
             sink.write(piece)
+        for key, stage in reports:    # a fold's `report:` file, renamed into place after
+            stage.prepare_report(run.stats.results[key])          # the output is committed
         if checkpoints is not None:
             checkpoints.wait()
         sink.close()
+        for _, stage in reports:
+            stage.commit_report()
     except BaseException:
+        for _, stage in reports:
+            stage.discard_report()
         if checkpoints is not None:
             checkpoints.wait()
         sink.abort()
@@ -167,6 +172,10 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
         if checkpoints is not None and sink.tmp is None:
             checkpoints.remove()  # finished, or failed and cleaned up: nothing to resume
     return run.stats
+
+
+def _reports(run: Run) -> list[tuple[str, Any]]:
+    return [(key, s) for key, s in zip(run.stage_keys, run.stages) if getattr(s, "report", None)]
 
 
 def _checkpoints(run: Run, sink: Any, ordered: bool, resume: bool,
@@ -204,6 +213,8 @@ def stream(source: Any, *stages: Any, workers: int | str = "auto",
     try:
         for piece in it:
             yield bytes(piece)
+        for key, stage in _reports(run):
+            stage.write_report(run.stats.results[key])
     finally:
         it.close()
 

@@ -25,7 +25,7 @@ import msgspec
 import yaml
 
 from .errors import ConfigError, DataflowError
-from .records import bind_chain
+from .records import bind_chain, placement
 from .registry import STAGES, stage_class
 from .sizes import parse_duration, parse_size
 
@@ -434,7 +434,8 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
             "grep": "pattern", "python": "callable", "gzip": "backend", "bgzf": "backend",
             "exec": "argv", "replace": "pattern"}.get(name)
         parts = here + ([field] if field else [])
-        raise _error(f"{type(e).__name__}: {e}", parts, node, file) from None
+        reason = getattr(e, "reason", None) if getattr(e, "field", None) else None
+        raise _error(reason or f"{type(e).__name__}: {e}", parts, node, file) from None
     return stage
 
 
@@ -559,17 +560,17 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         if i > 0 and stage.reads_source:
             raise _error(f"{stage.name} decodes the source's bytes, so it must be the first "
                          f"stage", ["stages", i], node, path)
-        if i + 1 < len(stages) and getattr(stage, "limit", None) is not None:
-            raise _error(f"{stage.name} cuts the output after its last record, so it must be "
-                         f"the last stage", ["stages", i], node, path)
-        if i + 1 < len(stages) and stage.frames_output():
-            raise _error(f"{stage.name} writes a container header and trailer, so it must be "
-                         f"the last stage", ["stages", i], node, path)
+        problem = placement(stages, i)
+        if problem:
+            raise _error(f"{stage.name} {problem}", ["stages", i], node, path)
     try:
         bind_chain(stages, source.record_format())
     except ValueError as e:
         i = getattr(e, "stage_index", 0)
-        raise _error(str(e), ["stages", i, stages[i].name], node, path) from None
+        field = [e.field] if getattr(e, "field", None) else []  # type: ignore[attr-defined]
+        message = getattr(e, "reason", None) if field else None
+        raise _error(message or str(e), ["stages", i, stages[i].name, *field], node,
+                     path) from None
     sink = _build_sink(spec.sink, node, path)
     return Job(spec, source, stages, sink, path)
 

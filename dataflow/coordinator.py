@@ -456,9 +456,6 @@ class Run:
         self.stats.results = {key: s.result(acc)
                               for key, s, acc in zip(self.stage_keys, self.stages, self.folds)
                               if type(s).fold is not Transform.fold}
-        for key, stage in zip(self.stage_keys, self.stages):
-            if getattr(stage, "report", None) and key in self.stats.results:
-                stage.write_report(self.stats.results[key])   # a fold's `report:` file
 
     def _bind(self, reader: ChunkReader, point: Any) -> None:
         """Read the header (a CSV's first row), tell the record stages their formats, and keep
@@ -484,8 +481,8 @@ class Run:
         last = self.stages[-1] if self.stages else None
         if getattr(last, "limit", None) is not None:
             out = formats[-1]
-            header = len(out.header_out()) if header_position(formats) == len(self.stages) \
-                else 0
+            header = len(out.header_out()) if header_position(formats, self.stages) == \
+                len(self.stages) else 0
             self.limit = RecordLimit(last.limit, delimiter=out.delimiter,
                                      csv=out.kind in ("csv", "tsv"), skip=header)
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import re
 from typing import Any, Callable
 
 import msgspec
@@ -190,20 +192,32 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
 def number(value: Any) -> float | int | None:
-    """A field's value as a number (CSV and line fields are text), or None if it is not one."""
+    """A field's value as a number (CSV and line fields are text: plain ASCII decimal, as awk
+    reads it; no `1_000`, `nan`, `inf`, spaces or other scripts' digits), or None if it is
+    not one. A value too large for a float is not a number either."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return value
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes):
         try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str):
+        m = _NUMBER.fullmatch(value)
+        if m is None:
+            return None
+        if m.group(1) is None and m.group(2) is None:
             return int(value)
-        except ValueError:
-            try:
-                return float(value)
-            except ValueError:
-                return None
+        f = float(value)
+        return f if math.isfinite(f) else None
     return None
 
 
@@ -275,12 +289,33 @@ def bind_chain(stages: list[Any], fmt: RecordFormat) -> list[RecordFormat]:
     return formats
 
 
-def header_position(formats: list[RecordFormat]) -> int:
-    """Before which stage the output header goes into chunk 0: the first stage that turns
-    records into plain bytes (a compressor must compress the header too), else the end."""
+def placement(stages: Any, i: int) -> str | None:
+    """Why stage i cannot be where it is in the chain (None when it can)."""
+    s = stages[i]
+    last = i + 1 == len(stages)
+    if not last and getattr(s, "limit", None) is not None:
+        return "cuts the output after its last record, so it must be the last stage"
+    if getattr(s, "limit", None) is not None:
+        for j, earlier in enumerate(stages[:i]):
+            if getattr(earlier, "report", None):
+                return (f"cuts the output, but stages[{j}] ({earlier.name}) reports on whole "
+                        f"chunks: its report would depend on the chunk size; put {s.name} "
+                        f"first or drop the report")
+    if not last and s.frames_output():
+        if hasattr(s, "report"):
+            return ("writes its result as the output, so it must be the last stage; give it "
+                    "`report: PATH` to write the result there and pass the records on")
+        return "writes a container header and trailer, so it must be the last stage"
+    return None
+
+
+def header_position(formats: list[RecordFormat], stages: list[Any]) -> int | None:
+    """Before which stage the output header goes into chunk 0: the first byte stage that turns
+    records into plain bytes (a compressor must compress the header too), else the end. None
+    when a record stage makes the bytes itself (a fold's JSON result): no header then."""
     for i in range(len(formats) - 1):
         if formats[i].records and not formats[i + 1].records:
-            return i
+            return None if getattr(stages[i], "record_mode", False) else i
     return len(formats) - 1
 
 

@@ -77,8 +77,9 @@ class Worker:
         formats = bind_chain(self.stages, fmt)
         self.info.header = fmt.header_bytes or b"" if fmt.header else b""
         self.header_in = len(self.info.header)
-        self.header_at = header_position(formats)
-        self.header_out = formats[self.header_at].header_out() if fmt.header else b""
+        at = header_position(formats, self.stages)
+        self.header_at = len(self.stages) + 1 if at is None else at   # None: no header out
+        self.header_out = formats[at].header_out() if fmt.header and at is not None else b""
 
     def send(self, msg: Any) -> None:
         self.conn.send_bytes(self.encode(msg))
@@ -131,6 +132,8 @@ class Worker:
                         data = b""
                     elif i + 1 < len(self.stages):
                         data = _one_buffer(data)  # the next stage gets one buffer
+                    if info.summary is not None:
+                        self.encode(info.summary)   # fails here, as this stage's error
                 except Exception as e:
                     self.fail(task.seq, i, _name(stage), e, task.offset if i == 0 else -1)
                     return

@@ -11,6 +11,8 @@ Rules:
   input (runs of kept lines), copied once into the output slot; a chunk with nothing to drop
   is passed through untouched.
 - Each chunk's summary counts lines kept and lines dropped; the stage's result sums them.
+- Lines and JSON lines stay records for the stages after it; CSV becomes plain bytes (a row
+  may span lines).
 """
 from __future__ import annotations
 
@@ -41,6 +43,16 @@ class Grep(Transform):
         self.delimiter = delimiter.encode("utf-8", "surrogateescape")
         self._re = self.compile()
         self._delim_re = re.compile(re.escape(self.delimiter))
+
+    def bind(self, fmt: Any) -> Any:
+        """Lines stay lines and JSON lines stay JSON lines (grep keeps or drops whole lines);
+        a CSV row may span lines, so after grep a CSV is plain bytes (its header is put back
+        before grep, which filters it like any line)."""
+        if fmt.kind in ("lines", "jsonl") and fmt.delimiter == self.delimiter or \
+                fmt.kind == "jsonl" and self.delimiter == b"\n":
+            return fmt
+        from dataflow.records import RecordFormat
+        return RecordFormat(kind="bytes")
 
     def compile(self) -> re.Pattern[bytes]:
         raw = self.pattern.encode("utf-8", "surrogateescape")

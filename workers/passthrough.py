@@ -9,6 +9,7 @@ from dataflow.streams import ChunkInfo, Transform
 class Passthrough(Transform):
     name = "passthrough"
     needs_records = False
+    keeps_format = True
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
         pass
