@@ -241,7 +241,12 @@ def _importable_cwd() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # FILEs after an option (`dataflow map f --mode record in.jsonl`): argparse
+        if hasattr(args, "files") and not any(e.startswith("-") and e != "-" for e in extra):
+            args.files += extra   # stops filling a "*" positional at the first option
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _importable_cwd()
     try:
         with _Signals():
