@@ -146,12 +146,33 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         size = parse_size(args.size)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.output == "-":
+    if args.format != "log":
+        from .sample_records import sample_blocks
+        out = sys.stdout.buffer if args.output == "-" else None
+        sink = FileSink(args.output) if out is None else None
+        if sink is not None:
+            sink.open()
+        n = 0
+        try:
+            for block in sample_blocks(size, args.seed, args.format):
+                n += len(block)
+                if sink is not None:
+                    sink.write(memoryview(block))
+                else:
+                    out.write(block)  # type: ignore[union-attr]
+            if sink is not None:
+                sink.close()
+        except BaseException:
+            if sink is not None:
+                sink.abort()
+            raise
+    elif args.output == "-":
         n = write_sample(sys.stdout.buffer, size, args.seed)
     else:
         n = write_sample(args.output, size, args.seed)
-        if not args.quiet:
-            print(f"dataflow: wrote {n} bytes of access log to {args.output}", file=sys.stderr)
+    if args.output != "-" and not args.quiet:
+        what = {"log": "access log", "jsonl": "JSON lines", "csv": "CSV"}[args.format]
+        print(f"dataflow: wrote {n} bytes of {what} to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -206,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="access.log", help="file to write ('-': stdout)")
     s.add_argument("--size", default="100MiB", help="how much (default 100MiB)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format", choices=["log", "jsonl", "csv"], default="log",
+                   help="log (combined format, default), or the same requests as JSON lines "
+                        "or CSV with a header (SIZE is then the log's size)")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=_cmd_sample)
 
