@@ -422,8 +422,11 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
         opts = msgspec.convert(options or {}, cls.Options)
     except msgspec.ValidationError as e:
         raise _msgspec_error(e, here, node, file) from None
+    # Options is a msgspec Struct (its fields are the keyword arguments) or, for a stage whose
+    # options are free-form (where: the keys are field names), a mapping type (dict[str, Any])
+    kwargs = opts if isinstance(opts, dict) else msgspec.structs.asdict(opts)
     try:
-        stage = cls(**msgspec.structs.asdict(opts))
+        stage = cls(**kwargs)
         if hasattr(stage, "check"):
             stage.check()
     except re.error as e:
@@ -434,6 +437,8 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
             "grep": "pattern", "python": "callable", "gzip": "backend", "bgzf": "backend",
             "exec": "argv", "replace": "pattern"}.get(name)
         parts = here + ([field] if field else [])
+        if isinstance(getattr(e, "path", None), list):   # the place as parts: YAML line found
+            parts = here + e.path
         reason = getattr(e, "reason", None) if getattr(e, "field", None) else None
         raise _error(reason or f"{type(e).__name__}: {e}", parts, node, file) from None
     return stage
@@ -568,6 +573,8 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
     except ValueError as e:
         i = getattr(e, "stage_index", 0)
         field = [e.field] if getattr(e, "field", None) else []  # type: ignore[attr-defined]
+        if field and isinstance(getattr(e, "path", None), list):
+            field = e.path
         message = getattr(e, "reason", None) if field else None
         raise _error(message or str(e), ["stages", i, stages[i].name, *field], node,
                      path) from None

@@ -135,7 +135,7 @@ class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"fields are numbered from 1 (as in cut and awk), got {field}")
             i = field - 1
             if kind == "lines":
-                return lambda r: _nth(r.split(), i)
+                return lambda r: _nth(r.split(None, i + 1), i)   # no further than needed
             if kind == "jsonl":
                 return lambda r: _nth(r, i) if isinstance(r, list) else None
             return lambda r: _nth(r, i)
@@ -320,7 +320,13 @@ def header_position(formats: list[RecordFormat], stages: list[Any]) -> int | Non
 
 
 def run_stage(stage: Any, data: Any, chunk: Any) -> Any:
-    """Run one stage on bytes or on a Batch; record stages get (and give) a Batch."""
+    """Run one stage on bytes or on a Batch; record stages get (and give) a Batch. A record
+    stage with a fast path over raw bytes (`record_mode` False: JSON lines decoded only as
+    far as it reads them) takes that path only when it is given bytes: records already
+    decoded by the stage before are never encoded to be decoded again."""
+    if isinstance(data, Batch) and getattr(stage, "input_format", None) is not None and \
+            hasattr(stage, "process"):
+        return Batch(stage.process(data.records, chunk), stage.output_format)
     if getattr(stage, "record_mode", False):
         records = data.records if isinstance(data, Batch) else stage.input_format.decode(data)
         return Batch(stage.process(records, chunk), stage.output_format)

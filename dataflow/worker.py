@@ -79,7 +79,7 @@ class Worker:
         self.header_in = len(self.info.header)
         at = header_position(formats, self.stages)
         self.header_at = len(self.stages) + 1 if at is None else at   # None: no header out
-        self.header_out = formats[at].header_out() if fmt.header and at is not None else b""
+        self.header_out = formats[at].header_out() if at is not None else b""
 
     def send(self, msg: Any) -> None:
         self.conn.send_bytes(self.encode(msg))

@@ -364,3 +364,24 @@ def test_head_yaml_job_and_its_place(tmp_path):
     assert r.returncode != 0
     assert b"stages[0]: head cuts the output after its last record, so it must be the last " \
            b"stage" in r.stderr
+
+
+def test_record_stages_after_a_record_stage_share_its_records(tmp_path):
+    """python(record) -> where -> select -> count: after the first decode, the later stages
+    take the decoded records (no encode and decode in between) and agree with jq."""
+    jq = require_tool("jq")
+    from workers.folds import Count
+    from workers.select import Select
+    from workers.where import Where
+
+    data = jsonl_data(400)
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(data)
+    report = tmp_path / "count.json"
+    out = run(FileSource(str(path), split="jsonl"),
+              PythonFunction("record_udfs:same", mode="record"), Where(i={"gte": 100}),
+              Select(fields=["s", "i"]), Count(report=str(report)), chunk_size=1024)
+    ref = subprocess.run([jq, "-c", "select(.i >= 100) | {s, i}"], input=data,
+                         capture_output=True, check=True).stdout
+    assert out == ref
+    assert json.loads(report.read_bytes())["records"] == 300

@@ -249,7 +249,7 @@ class _Fold(RecordTransform):
 
     def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
         chunk.summary = self.summarise(records)
-        return []
+        return records if self.report is not None else []
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
         chunk.summary = self.summarise(self.input_format.decode(data))
@@ -433,6 +433,11 @@ class Count(_Fold):
             summary.update(self._count_csv(data, fmt))
         chunk.summary = summary
         return data if self.report is not None else None
+
+    def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
+        """Records decoded by the stage before: counted as the bytes they encode to."""
+        self.transform(memoryview(self.input_format.encode(records)), chunk)
+        return records if self.report is not None else []
 
     def _count_csv(self, data: Any, fmt: RecordFormat) -> dict[str, int]:
         raw = bytes(data)
