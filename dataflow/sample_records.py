@@ -2,7 +2,8 @@
 
 Each log line becomes one record with the fields ip, time, method, path, protocol, status,
 bytes, referer, agent and duration_ms (a made-up response time, fixed by the line's CRC so the
-output stays deterministic). Status, bytes and duration_ms are numbers in JSON; the CSV has a
+output stays deterministic); a log size of `-` (no body) becomes 0. Every log line becomes a
+record. Status, bytes and duration_ms are numbers in JSON; the CSV has a
 header row, and its agent fields are quoted where they hold commas.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .generate import generate_blocks
 
 FIELDS = ["ip", "time", "method", "path", "protocol", "status", "bytes", "referer", "agent",
           "duration_ms"]
-_LINE = re.compile(rb'(\S+) \S+ \S+ \[([^\]]*)\] "(\S+) (\S+) (\S+)" (\d+) (\d+) "([^"]*)" '
+_LINE = re.compile(rb'(\S+) \S+ \S+ \[([^\]]*)\] "(\S+) (\S+) (\S+)" (\d+) (\d+|-) "([^"]*)" '
                    rb'"([^"]*)"')
 _encode = msgspec.json.Encoder().encode
 
@@ -29,7 +30,9 @@ def _rows(block: bytes) -> Iterator[list]:
         ip, time, method, path, proto, status, size, ref, agent = (
             g.decode("ascii", "replace") for g in m.groups())
         duration = zlib.crc32(m.group(0)) % 3000
-        yield [ip, time, method, path, proto, int(status), int(size), ref, agent, duration]
+        # a size of "-" (no body: 204, 304) is 0 bytes
+        yield [ip, time, method, path, proto, int(status), int(size) if size != "-" else 0,
+               ref, agent, duration]
 
 
 def convert(block: bytes, fmt: str, *, header: bool = False) -> bytes:

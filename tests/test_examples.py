@@ -60,3 +60,15 @@ def test_top_failing_paths_matches_python_csv(tmp_path):
     got = [(e["value"], e["count"]) for e in result["top"]]
     assert got == expected
     assert result.get("approximate", False) is False
+
+
+def test_every_log_line_becomes_a_record():
+    from dataflow.generate import generate_blocks
+    from dataflow.sample_records import convert
+
+    block = next(generate_blocks(1 << 20, 1))
+    assert b'" 304 - "' in block or b'" 204 - "' in block   # lines without a body are there
+    lines = block.count(b"\n")
+    assert convert(block, "jsonl").count(b"\n") == lines
+    assert len(list(csv.reader(io.StringIO(convert(block, "csv").decode(), newline="")))) == \
+        lines
