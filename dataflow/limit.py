@@ -32,8 +32,9 @@ class RecordLimit:
         pos = start
         d = self.delimiter
         if not self.csv:
-            if data.count(d, pos) < self.remaining:
-                self.remaining -= data.count(d, pos)
+            found = data.count(d, pos)
+            if found < self.remaining:
+                self.remaining -= found
                 return len(data)
             while self.remaining:
                 pos = data.index(d, pos) + len(d)

@@ -192,7 +192,7 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-_NUMBER = re.compile(r"[-+]?(?:[0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(\.[0-9]*)?|(\.[0-9]+))([eE][-+]?[0-9]+)?")
 
 
 def number(value: Any) -> float | int | None:
@@ -214,7 +214,7 @@ def number(value: Any) -> float | int | None:
         m = _NUMBER.fullmatch(value)
         if m is None:
             return None
-        if m.group(1) is None and m.group(2) is None:
+        if m.group(1) is None and m.group(2) is None and m.group(3) is None:
             return int(value)
         f = float(value)
         return f if math.isfinite(f) else None

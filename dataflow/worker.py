@@ -34,6 +34,8 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
+import msgspec
+
 from . import messages as M
 from .errors import DataflowError
 from .records import Batch, RecordError, RecordFormat, bind_chain, header_position, run_stage
@@ -132,8 +134,6 @@ class Worker:
                         data = b""
                     elif i + 1 < len(self.stages):
                         data = _one_buffer(data)  # the next stage gets one buffer
-                    if info.summary is not None:
-                        self.encode(info.summary)   # fails here, as this stage's error
                 except Exception as e:
                     self.fail(task.seq, i, _name(stage), e, task.offset if i == 0 else -1)
                     return
@@ -144,8 +144,9 @@ class Worker:
             if first and self.header_at == len(self.stages) and self.header_out:
                 data = [self.header_out, *(data if isinstance(data, list) else [data])] \
                     if not hasattr(data, "__next__") else _prepend(self.header_out, data)
-            if not any(s is not None for s in summaries):
-                summaries = []
+            summaries = self.encoded(task.seq, summaries)
+            if summaries is None:
+                return
             if data is view:
                 self.send(M.Done(task.seq, task.slot, task.length, summaries, seconds))
             else:
@@ -155,6 +156,22 @@ class Worker:
             if info.context is not None:
                 info.context.release()
                 info.context = None
+
+    def encoded(self, seq: int, summaries: list[Any]) -> Any:
+        """The chunk's summaries, encoded once for its Done message (msgspec.Raw), [] for
+        none; None after reporting the stage whose summary msgpack cannot carry."""
+        if not any(s is not None for s in summaries):
+            return []
+        try:
+            return msgspec.Raw(self.encode(summaries))
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+            for i, summary in enumerate(summaries):
+                try:
+                    self.encode(summary)
+                except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as e:
+                    self.fail(seq, i, _name(self.stages[i]), e)
+                    return None
+            raise
 
     def run_flush(self, task: M.Flush) -> None:
         out = b""
@@ -286,8 +303,6 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
     arena = Arena.attach(arena_name, slots, slot_size)
     w = Worker(conn, arena, [], context)
     try:
-        import msgspec
-
         for i, spec in enumerate(msgspec.msgpack.decode(specs)):
             try:
                 stage = build(spec)

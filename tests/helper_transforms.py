@@ -256,3 +256,19 @@ class FailOnField(RecordTransform):
             if self.get(r) == self.value:
                 raise ValueError(f"found {self.value!r}")
         return records
+
+
+class BadSummary(Transform):
+    """Leaves a summary msgpack cannot carry (an object) on chunk `seq`."""
+
+    name = "bad-summary"
+
+    def __init__(self, seq: int):
+        self.seq = seq
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        chunk.summary = object() if chunk.seq == self.seq else 1
+        return data
+
+    def fold(self, acc, summary):
+        return (acc or 0) + summary

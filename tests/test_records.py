@@ -385,3 +385,25 @@ def test_record_stages_after_a_record_stage_share_its_records(tmp_path):
                          capture_output=True, check=True).stdout
     assert out == ref
     assert json.loads(report.read_bytes())["records"] == 300
+
+
+def test_a_summary_msgpack_cannot_carry_fails_its_stage_not_the_worker(tmp_path):
+    from helper_transforms import BadSummary
+
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"x\n" * 5000)
+    with pytest.raises(StageError, match=r"stages\[1\] \(bad-summary\) failed on chunk 3 "):
+        run(FileSource(str(path)), PythonFunction("record_udfs:same", mode="line"),
+            BadSummary(3), chunk_size=1024)
+
+
+@pytest.mark.parametrize("text,value", [("12", 12), ("-3", -3), ("+2", 2), ("1.5", 1.5),
+                                        (".5", 0.5), ("5.", 5.0), ("1e3", 1000.0),
+                                        (b"7", 7), ("1_000", None), ("nan", None),
+                                        ("inf", None), ("1e999", None), (" 1", None),
+                                        ("\u0661\u0662", None), (b"\xff", None), (True, None)])
+def test_number_reads_plain_decimal_only(text, value):
+    from dataflow.records import number
+
+    got = number(text)
+    assert got == value and type(got) is type(value)

@@ -84,6 +84,24 @@ def _post_init_error(e: OptionError) -> ValueError:
     return ValueError(f"{e.reason} - at `$.{e.option}`")
 
 
+class _ReportOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Options every fold has: `report`, checked when the job is validated. A fold's Options
+    adds its own fields and may extend `check()`."""
+
+    report: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            _check_report(self.report)
+            _check_report_place(self.report)
+            self.check()
+        except OptionError as e:
+            raise _post_init_error(e) from None
+
+    def check(self) -> None:
+        pass
+
+
 def _check_report(report: str | None) -> None:
     if report is None:
         return
@@ -103,27 +121,6 @@ def _check_report_place(report: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------- values
-def number_of(value: Any) -> int | float | None:
-    """`records.number`, stricter: no `_` separators, ASCII digits only, finite."""
-    t = type(value)
-    if t is int:
-        return value
-    if t is float:
-        return value if _isfinite(value) else None
-    if t is bytes:
-        if b"_" in value:
-            return None
-    elif t is str:
-        if "_" in value or not value.isascii():
-            return None
-    else:
-        return None
-    n = number(value)
-    if type(n) is float and not _isfinite(n):
-        return None
-    return n
-
-
 def _text(value: bytes) -> str:
     try:
         return value.decode("utf-8")
@@ -165,7 +162,7 @@ def key_order(key: str) -> tuple[Any, ...]:
     ties. A total order on values: results never depend on the input's order."""
     value = key_value(key)
     if isinstance(value, str):
-        n = number_of(value)
+        n = number(value)
         return (0, n, 1, key) if n is not None else (1, value, 0, key)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, 0, key)
@@ -367,18 +364,10 @@ class Count(_Fold):
     name = "count"
     record_mode = False
 
-    class Options(msgspec.Struct, forbid_unknown_fields=True):
+    class Options(_ReportOptions, forbid_unknown_fields=True):
         pattern: str | None = None
         ignore_case: bool = False
         fixed: bool = False
-        report: str | None = None
-
-        def __post_init__(self) -> None:
-            try:
-                _check_report(self.report)
-                _check_report_place(self.report)
-            except OptionError as e:
-                raise _post_init_error(e) from None
 
     def __init__(self, pattern: str | None = None, ignore_case: bool = False,
                  fixed: bool = False, report: str | None = None):
@@ -497,18 +486,10 @@ def _count_jsonl(raw: bytes, search_re: Any) -> dict[str, int]:
 class _Numeric(_Fold):
     """sum / min / max / mean of a numeric field, optionally by the value of another."""
 
-    class Options(msgspec.Struct, forbid_unknown_fields=True):
+    class Options(_ReportOptions, forbid_unknown_fields=True):
         field: Field
         by: Field | None = None
         max_groups: Positive = 100_000
-        report: str | None = None
-
-        def __post_init__(self) -> None:
-            try:
-                _check_report(self.report)
-                _check_report_place(self.report)
-            except OptionError as e:
-                raise _post_init_error(e) from None
 
     def __init__(self, field: str | int, by: str | int | None = None,
                  max_groups: int = 100_000, report: str | None = None):
@@ -553,7 +534,7 @@ class _Numeric(_Fold):
             floats: list[float] = []
             skipped = 0
             for r in records:
-                n = number_of(get(r))
+                n = number(get(r))
                 if n is None:
                     skipped += 1
                 elif type(n) is int:
@@ -570,7 +551,7 @@ class _Numeric(_Fold):
                 if len(groups) >= self.max_groups:
                     raise ValueError(self._too_many())
                 g = groups[key] = [[], [], 0]
-            n = number_of(get(r))
+            n = number(get(r))
             if n is None:
                 g[2] += 1
             elif type(n) is int:
@@ -737,21 +718,15 @@ class Top(_Fold):
 
     name = "top"
 
-    class Options(msgspec.Struct, forbid_unknown_fields=True):
+    class Options(_ReportOptions, forbid_unknown_fields=True):
         field: Field
         k: Positive = 10
         capacity: Positive = 100_000
-        report: str | None = None
 
-        def __post_init__(self) -> None:
-            try:
-                _check_report(self.report)
-                _check_report_place(self.report)
-                if self.capacity < self.k:
-                    raise OptionError("capacity", f"must be at least k ({self.k}), got "
-                                                  f"{self.capacity}")
-            except OptionError as e:
-                raise _post_init_error(e) from None
+        def check(self) -> None:
+            if self.capacity < self.k:
+                raise OptionError("capacity", f"must be at least k ({self.k}), got "
+                                              f"{self.capacity}")
 
     def __init__(self, field: str | int, k: int = 10, capacity: int = 100_000,
                  report: str | None = None):
@@ -818,22 +793,16 @@ class Histogram(_Fold):
 
     name = "histogram"
 
-    class Options(msgspec.Struct, forbid_unknown_fields=True):
+    class Options(_ReportOptions, forbid_unknown_fields=True):
         field: Field
         bins: list[Real] | None = None
         width: Real | None = None
         start: Real = 0
         end: Real | None = None
         max_bins: Positive = 10_000
-        report: str | None = None
 
-        def __post_init__(self) -> None:
-            try:
-                _check_report(self.report)
-                _check_report_place(self.report)
-                _check_bins(self.bins, self.width, self.start, self.end, self.max_bins)
-            except OptionError as e:
-                raise _post_init_error(e) from None
+        def check(self) -> None:
+            _check_bins(self.bins, self.width, self.start, self.end, self.max_bins)
 
     def __init__(self, field: str | int, bins: list[Real] | None = None,
                  width: Real | None = None, start: Real = 0, end: Real | None = None,
@@ -886,7 +855,7 @@ class Histogram(_Fold):
             counts = [0] * (len(edges) - 1)
             lo, hi, last = edges[0], edges[-1], len(edges) - 2
             for r in records:
-                v = number_of(get(r))
+                v = number(get(r))
                 if v is None:
                     skipped += 1
                 elif v < lo:
@@ -901,7 +870,7 @@ class Histogram(_Fold):
         closed = self.end is not None
         index = self.index
         for r in records:
-            v = number_of(get(r))
+            v = number(get(r))
             if v is None:
                 skipped += 1
             elif v < start:

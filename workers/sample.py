@@ -28,11 +28,12 @@ import msgspec
 from dataflow.predicates import OptionError, field_key
 from dataflow.streams import ChunkInfo, RecordTransform
 from workers.select import json_lines_of, json_struct
+from workers.where import KeptDropped
 
 _encode = msgspec.json.encode
 
 
-class Sample(RecordTransform):
+class Sample(KeptDropped, RecordTransform):
     name = "sample"
 
     class Options(msgspec.Struct, forbid_unknown_fields=True):
@@ -144,17 +145,6 @@ class Sample(RecordTransform):
         joined = map("\x1f".join, records)
         return map(str.encode, joined, repeat("utf-8"), repeat("surrogateescape"))
 
-    def initial(self) -> list[int]:
-        return [0, 0]
-
-    def fold(self, acc: list[int], summary: Any) -> list[int]:
-        if summary:
-            acc[0] += summary[0]
-            acc[1] += summary[1]
-        return acc
-
-    def result(self, acc: list[int]) -> dict[str, int]:
-        return {"kept": acc[0], "dropped": acc[1]}
 
 
 def _bytes(value: Any) -> bytes:

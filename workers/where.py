@@ -34,7 +34,23 @@ from dataflow.streams import ChunkInfo, RecordTransform
 from workers.select import json_lines_of, json_struct
 
 
-class Where(RecordTransform):
+class KeptDropped:
+    """The fold of a filtering stage whose chunk summary is (kept, dropped) records."""
+
+    def initial(self) -> list[int]:
+        return [0, 0]
+
+    def fold(self, acc: list[int], summary: Any) -> list[int]:
+        if summary:
+            acc[0] += summary[0]
+            acc[1] += summary[1]
+        return acc
+
+    def result(self, acc: list[int]) -> dict[str, int]:
+        return {"kept": acc[0], "dropped": acc[1]}
+
+
+class Where(KeptDropped, RecordTransform):
     name = "where"
     # the options are the predicate itself: any field names (see the config.py notes)
     Options = dict[str, Any]
@@ -101,17 +117,6 @@ class Where(RecordTransform):
         chunk.summary = (len(kept), len(records) - len(kept))
         return kept
 
-    def initial(self) -> list[int]:
-        return [0, 0]
-
-    def fold(self, acc: list[int], summary: Any) -> list[int]:
-        if summary:
-            acc[0] += summary[0]
-            acc[1] += summary[1]
-        return acc
-
-    def result(self, acc: list[int]) -> dict[str, int]:
-        return {"kept": acc[0], "dropped": acc[1]}
 
 
 def _identity(record: Any) -> Any:
