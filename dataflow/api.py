@@ -11,7 +11,9 @@ import os
 from typing import Any, Iterator
 
 from .coordinator import Run, Stats
-from .errors import DataflowError, UsageError
+from .chain import Chain, flatten
+from .directory import DirectorySink, run_each
+from .errors import DataflowError, SinkError, UsageError
 from .plan import Plan, make_plan
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
@@ -40,7 +42,7 @@ def resolve_workers(workers: int | str) -> int:
 
 def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
                   chunk_size: int | str = DEFAULT_CHUNK_SIZE, max_record_size: int | str = 0,
-                  prefetch: int = 2, context: int = 0) -> Plan:
+                  prefetch: int = 2, context: int = 0, source_buffer: int = 0) -> Plan:
     try:
         chunk = parse_size(chunk_size)
         limit = parse_size(memory_limit)
@@ -50,7 +52,8 @@ def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFA
     if chunk < 1:
         raise UsageError("chunk_size must be at least 1 byte")
     return make_plan(workers=resolve_workers(workers), chunk_size=chunk, memory_limit=limit,
-                     max_record_size=record, prefetch=prefetch, context=context)
+                     max_record_size=record, prefetch=prefetch, context=context,
+                     source_buffer=source_buffer)
 
 
 def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
@@ -67,6 +70,12 @@ def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
     return list(stages)
 
 
+def source_buffer(source: Any) -> int:
+    """Bytes the source holds in the coordinator besides the slots (0 for most)."""
+    measure = getattr(source, "buffer_bytes", None)
+    return int(measure()) if callable(measure) else 0
+
+
 def context_size(stages: list[Transform]) -> int:
     """Bytes of preceding stream the first stage wants with each chunk (0 for none)."""
     return max(0, int(getattr(stages[0], "context", 0))) if stages else 0
@@ -75,14 +84,16 @@ def context_size(stages: list[Transform]) -> int:
 def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_limit: int | str,
          chunk_size: int | str, ordered: bool, max_record_size: int | str | None,
          progress: Any, start_method: str, max_attempts: int = 4,
-         chunk_timeout: float | str | None = None, worker_max_chunks: int | None = None) -> Run:
+         chunk_timeout: float | str | None = None, worker_max_chunks: int | None = None,
+         cancel: Any = None, timeout: float | str | None = None) -> Run:
     record = max_record_size if max_record_size is not None else getattr(
         source, "max_record_size", 0)
-    checked = check_stages(stages)
+    checked = check_stages(flatten(stages))
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
-                         max_record_size=record, context=context_size(checked))
+                         max_record_size=record, context=context_size(checked),
+                         source_buffer=source_buffer(source))
     chunk = parse_size(chunk_size)
-    timeout = _duration(chunk_timeout, "chunk_timeout") if chunk_timeout is not None else None
+    per_chunk = _duration(chunk_timeout, "chunk_timeout") if chunk_timeout is not None else None
     if worker_max_chunks is not None:
         if worker_max_chunks < 1:
             raise UsageError(f"worker_max_chunks must be at least 1, got {worker_max_chunks}")
@@ -99,7 +110,8 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
     run = Run(source, checked, plan, ordered=ordered,
                chunk_size=chunk, progress=progress,
                start_method=start_method, max_attempts=max_attempts,
-               chunk_timeout=timeout, worker_max_chunks=worker_max_chunks)
+               chunk_timeout=per_chunk, worker_max_chunks=worker_max_chunks, cancel=cancel,
+               timeout=_duration(timeout, "timeout") if timeout is not None else None)
     run.decoder = decoder
     return run
 
@@ -118,21 +130,35 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
              start_method: str = "spawn", max_attempts: int = 4,
              chunk_timeout: float | str | None = None,
              worker_max_chunks: int | None = None, resume: bool = False,
-             checkpoint_interval: float | str = 10.0) -> Stats:
+             checkpoint_interval: float | str = 10.0, cancel: Any = None,
+             timeout: float | str | None = None) -> Stats:
     """Run source -> transforms -> sink (the last argument) and return the job's Stats.
 
     A file-to-file job saves checkpoints as it goes; `resume=True` continues a killed run of
-    the same job from its last one (see dataflow/resume.py)."""
+    the same job from its last one (see dataflow/resume.py). `cancel` takes a CancelToken
+    (cancel.py); `timeout` (seconds, or "10m") stops the job with JobTimeout past it."""
     if not stages_and_sink:
         raise UsageError("pipeline() needs a sink as its last argument")
     *stages, sink = stages_and_sink
-    if isinstance(sink, Transform):
+    if isinstance(sink, (Transform, Chain)):
         raise UsageError("the last argument of pipeline() must be a Writable sink, "
                          f"not the transform {sink!r}")
+    options = dict(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
+                   ordered=ordered, max_record_size=max_record_size, progress=progress,
+                   start_method=start_method, max_attempts=max_attempts,
+                   chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks,
+                   resume=resume, checkpoint_interval=checkpoint_interval, cancel=cancel,
+                   timeout=timeout)
+    if isinstance(sink, DirectorySink):
+        stages = flatten(stages)
+        check_stages(stages)
+        return run_each(source, stages, sink,
+                        lambda src, out: pipeline(src, *stages, out, **options), Stats())
     run = _run(source, tuple(stages), workers=workers, memory_limit=memory_limit,
                chunk_size=chunk_size, ordered=ordered, max_record_size=max_record_size,
                progress=progress, start_method=start_method, max_attempts=max_attempts,
-               chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks)
+               chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks,
+               cancel=cancel, timeout=timeout)
     if hasattr(source, "resolve") and not getattr(source, "paths", None):
         source.resolve()
     if hasattr(sink, "check"):
@@ -151,8 +177,16 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
     reports = _reports(run)
     it = iter(run)
     try:
-        for piece in it:
-            sink.write(piece)
+        try:
+            for piece in it:
+                sink.write(piece)
+        except SinkError as e:
+            if not getattr(e, "ends_job_quietly", False):
+                raise
+            # the sink's reader finished early and said so properly (a `head` command that
+            # exited 0): the job ends here, like `yes | head` in a shell
+            it.close()
+            run.stats.sink_closed_early = True
         for key, stage in reports:    # a fold's `report:` file, renamed into place after
             stage.prepare_report(run.stats.results[key])          # the output is committed
         if checkpoints is not None:
@@ -203,12 +237,14 @@ def stream(source: Any, *stages: Any, workers: int | str = "auto",
            chunk_size: int | str = DEFAULT_CHUNK_SIZE, ordered: bool = True,
            max_record_size: int | str | None = None, start_method: str = "spawn",
            max_attempts: int = 4, chunk_timeout: float | str | None = None,
-           worker_max_chunks: int | None = None) -> Iterator[bytes]:
+           worker_max_chunks: int | None = None, cancel: Any = None,
+           timeout: float | str | None = None) -> Iterator[bytes]:
     """Yield the output as bytes, in order. Leaving the loop early tears the job down."""
     run = _run(source, stages, workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
                ordered=ordered, max_record_size=max_record_size, progress=None,
                start_method=start_method, max_attempts=max_attempts,
-               chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks)
+               chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks,
+               cancel=cancel, timeout=timeout)
     it = iter(run)
     try:
         for piece in it:

@@ -42,7 +42,8 @@ import psutil
 
 from . import messages as M
 from . import scheduler as S
-from .errors import DataflowError, RemoteTraceback, StageError, UsageError, WorkerCrashedError
+from .errors import (Cancelled, DataflowError, JobTimeout, RemoteTraceback, StageError,
+                     UsageError, WorkerCrashedError)
 from .framing import Framer
 from .limit import RecordLimit
 from .records import RecordFormat, bind_chain, header_position, with_header
@@ -116,6 +117,7 @@ class Stats(msgspec.Struct):
     paused_seconds: float = 0.0   # time reading was paused by the memory watchdog
     resumed_at: int | None = None # source offset a resumed run (--resume) started at
     results: dict[str, Any] = {}  # each folding stage's result
+    sink_closed_early: bool = False  # the sink's reader finished first (a `head` command)
 
 
 class _Proc:
@@ -133,8 +135,12 @@ class Run:
     def __init__(self, source: Any, stages: list[Any], plan: Plan, *, ordered: bool = True,
                  chunk_size: int = 0, progress: Any = None, start_method: str = "spawn",
                  max_attempts: int = 4, chunk_timeout: float | None = None,
-                 worker_max_chunks: int | None = None):
+                 worker_max_chunks: int | None = None, cancel: Any = None,
+                 timeout: float | None = None):
         self.source = source
+        self.cancel = cancel      # a CancelToken (cancel.py): waited on next to the workers
+        self.timeout = timeout    # seconds the whole job may take (JobTimeout past it)
+        self._deadline = float("inf")
         self.decoder: str | None = None  # the stage that decodes the source (decompress)
         self.resume_point: Any = None  # resume.Point: continue a killed run from there
         # called with (source offset, output bytes, chunks, folds) each time a chunk's output
@@ -307,6 +313,8 @@ class Run:
     # ------------------------------------------------------------------ the loop
     def __iter__(self) -> Iterator[memoryview]:
         started = time.monotonic()
+        if self.timeout is not None:
+            self._deadline = started + self.timeout
         plan = self.plan
         sched = S.Scheduler(plan.slots, plan.workers, ordered=self.ordered,
                             prefetch=plan.prefetch, max_attempts=self.max_attempts,
@@ -406,10 +414,16 @@ class Run:
                         finished = True
                 if finished:
                     break
+                self._check_cancel()
                 by_conn = {p.conn: i for i, p in self.procs.items()}
                 by_sentinel = {p.process.sentinel: i for i, p in self.procs.items()}
-                ready = wait(list(by_conn) + list(by_sentinel), timeout=self._sample_every)
+                waited: list[Any] = list(by_conn) + list(by_sentinel)
+                if self.cancel is not None:
+                    waited.append(self.cancel)
+                ready = wait(waited, timeout=max(0.0, min(
+                    self._sample_every, self._deadline - time.monotonic())))
                 now = time.monotonic()
+                self._check_cancel()
                 dead: list[int] = []
                 for obj in ready:
                     if obj in by_conn:
@@ -456,6 +470,12 @@ class Run:
         self.stats.results = {key: s.result(acc)
                               for key, s, acc in zip(self.stage_keys, self.stages, self.folds)
                               if type(s).fold is not Transform.fold}
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.cancelled:
+            raise Cancelled(self.cancel.reason or "")
+        if time.monotonic() >= self._deadline:
+            raise JobTimeout(self.timeout)
 
     def _bind(self, reader: ChunkReader, point: Any) -> None:
         """Read the header (a CSV's first row), tell the record stages their formats, and keep

@@ -95,6 +95,26 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.text}"""'
 
 
+class Cancelled(DataflowError):
+    """The job was cancelled through its CancelToken (or its consumer left); all cleaned up."""
+
+    def __init__(self, reason: str = ""):
+        self.reason = reason
+        super().__init__(f"the job was cancelled{': ' + reason if reason else ''}")
+
+
+class JobTimeout(Cancelled):
+    """The job ran past its `timeout`; all cleaned up. Exits 124, as GNU timeout does."""
+
+    exit_code = 124
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        DataflowError.__init__(self, f"the job ran past its timeout of {seconds:g} s and was "
+                                     f"stopped")
+        self.reason = "timeout"
+
+
 class Interrupted(DataflowError):
     """The job was stopped by a signal (SIGINT or SIGTERM); everything was cleaned up."""
 

@@ -15,6 +15,10 @@ ahead and reorder room). If fewer than `min_slots` fit, the slot size is halved 
 the largest record, `max_record_size`) until they do; if they never do, the limit is too small
 and the error says how much is needed. `dataflow run --explain` prints this derivation.
 
+A source that buffers data in the coordinator (an HTTP source fetching ranges concurrently
+holds up to `connections x part_size`) declares it with `buffer_bytes()`; that much is set
+aside from the limit first (`source_buffer`).
+
 A first stage that asks for `context` (pigz-style gzip primes each chunk with the 32 KiB
 before it) gets that many bytes more per slot: the source copies them behind the chunk.
 """
@@ -39,6 +43,7 @@ class Plan:
     memory_limit: int
     prefetch: int
     context: int = 0  # bytes at the end of each slot for the preceding stream bytes
+    source_buffer: int = 0  # bytes the source holds in the coordinator (HTTP range parts)
 
     @property
     def capacity(self) -> int:
@@ -50,17 +55,20 @@ class Plan:
         return self.slots * self.slot_size
 
     def estimate(self) -> int:
-        return estimate(self.workers, self.slot_size, self.slots)
+        return estimate(self.workers, self.slot_size, self.slots) + self.source_buffer
 
     def explain(self) -> str:
         fixed = COORDINATOR + self.workers * WORKER
         scratch = self.workers * SCRATCH * self.slot_size
+        buffered = ([f"  source buffers       {format_size(self.source_buffer):>12}   held by "
+                     f"the source in the coordinator"] if self.source_buffer else [])
         return "\n".join([
             f"memory_limit           {format_size(self.memory_limit):>12}",
             f"  interpreters         {format_size(fixed):>12}   coordinator {format_size(COORDINATOR)}"
             f" + {self.workers} workers x {format_size(WORKER)}",
             f"  worker scratch       {format_size(scratch):>12}   {self.workers} workers x "
             f"{SCRATCH} x slot size",
+            *buffered,
             f"  shared arena         {format_size(self.arena_size):>12}   {self.slots} slots x "
             f"{format_size(self.slot_size)}",
             f"  planned total        {format_size(self.estimate()):>12}",
@@ -75,7 +83,7 @@ def estimate(workers: int, slot_size: int, slots: int) -> int:
 
 
 def make_plan(*, workers: int, chunk_size: int, memory_limit: int, max_record_size: int = 0,
-              prefetch: int = 2, context: int = 0) -> Plan:
+              prefetch: int = 2, context: int = 0, source_buffer: int = 0) -> Plan:
     """Choose slot size and count; raise ResourceError when the limit cannot hold the job."""
     if workers < 1:
         raise ResourceError("at least one worker is needed")
@@ -85,16 +93,19 @@ def make_plan(*, workers: int, chunk_size: int, memory_limit: int, max_record_si
     min_slots = min(useful, 2 * workers + 2)
     while True:
         slot_size = capacity + context
-        room = memory_limit - COORDINATOR - workers * (WORKER + SCRATCH * slot_size)
+        room = (memory_limit - source_buffer - COORDINATOR
+                - workers * (WORKER + SCRATCH * slot_size))
         slots = min(useful, room // slot_size) if room > 0 else 0
         if slots >= min_slots:
-            return Plan(workers, slot_size, slots, memory_limit, prefetch, context)
+            return Plan(workers, slot_size, slots, memory_limit, prefetch, context,
+                        source_buffer)
         if capacity <= floor:
-            need = estimate(workers, slot_size, min_slots)
+            need = estimate(workers, slot_size, min_slots) + source_buffer
             raise ResourceError(
                 f"memory_limit {format_size(memory_limit)} is too small for {workers} "
                 f"worker{'s' if workers != 1 else ''}: at least {need} bytes "
                 f"({format_size(need)}) are needed ({min_slots} slots of "
-                f"{format_size(slot_size)} plus interpreters); raise memory_limit, lower "
-                f"workers or max_record_size")
+                f"{format_size(slot_size)} plus interpreters"
+                + (f" and {format_size(source_buffer)} of source buffers" if source_buffer
+                   else "") + "); raise memory_limit, lower workers or max_record_size")
         capacity = max(capacity // 2, floor)

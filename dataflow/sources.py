@@ -104,7 +104,7 @@ class FileSource(Framed):
         paths: list[str] = []
         for pat in self.patterns:
             if globmod.has_magic(pat):
-                found = sorted(globmod.glob(pat))
+                found = sorted(globmod.glob(pat, recursive=True))  # `**`: any depth
                 if not found:
                     raise SourceError(f"no file matches {pat!r}", file=pat)
                 paths.extend(found)

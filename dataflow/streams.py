@@ -40,15 +40,34 @@ class ChunkInfo:
         self.header = b""
 
 
+class _ReadableMeta(type(Protocol)):  # type: ignore[misc]
+    # constructors live on the metaclass: on the Protocol itself they would count as members
+    # that every Readable must have
+    def from_iterable(cls, iterable: Any, **framing: Any) -> Any:
+        """A Readable over an iterable (or generator) of bytes or str, like Node's
+        `Readable.from`; `framing` as for any source (split, delimiter, ...)."""
+        from .iterables import IterableSource
+
+        return IterableSource(iterable, **framing)
+
+
+class _WritableMeta(type(Protocol)):  # type: ignore[misc]
+    def from_callable(cls, fn: Any, **hooks: Any) -> Any:
+        """A Writable that calls `fn(bytes)` with each output piece, in order."""
+        from .iterables import CallableSink
+
+        return CallableSink(fn, **hooks)
+
+
 @runtime_checkable
-class Readable(Protocol):
+class Readable(Protocol, metaclass=_ReadableMeta):
     def open(self) -> None: ...
     def readinto(self, buffer: memoryview) -> int: ...
     def close(self) -> None: ...
 
 
 @runtime_checkable
-class Writable(Protocol):
+class Writable(Protocol, metaclass=_WritableMeta):
     def open(self) -> None: ...
     def write(self, data: memoryview) -> None: ...
     def close(self) -> None: ...
