@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "lz4": "workers.compress:Lz4",
     "decompress": "workers.decompress:Decompress",
     "exec": "workers.exec:Exec",
+    "tcp": "workers.tcp:TcpService",
     "head": "workers.head:Head",
     # text and record transforms
     "replace": "workers.replace:Replace",
