@@ -9,14 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (ConfigError, DataflowError, Interrupted, RecordTooLongError, ResourceError,
-                     SinkError, SourceError, StageError, UsageError, WorkerCrashedError)
+from .errors import (Cancelled, ConfigError, DataflowError, Interrupted, JobTimeout,
+                     RecordTooLongError, ResourceError, SinkError, SourceError, StageError,
+                     UsageError, WorkerCrashedError)
 from .streams import ChunkInfo, Readable, RecordTransform, Transform, Writable
 
 _LAZY = {
     "pipeline": "api", "stream": "api", "Stats": "coordinator",
     "FileSink": "sinks", "NullSink": "sinks", "StdoutSink": "sinks",
     "FileSource": "sources", "GenerateSource": "sources", "StdinSource": "sources",
+    "astream": "aio", "apipeline": "aio", "CancelToken": "cancel", "compose": "chain",
+    "Chain": "chain", "Tee": "tee", "DirectorySink": "directory",
+    "IterableSource": "iterables", "CallableSink": "iterables",
+    "HttpSource": "http", "TcpSource": "tcp", "TcpSink": "tcp", "CommandSource": "procio",
+    "CommandSink": "procio", "SinkClosedEarly": "procio", "FsspecSource": "remote",
+    "FsspecSink": "remote", "Duplex": "duplex", "Peer": "duplex", "SocketPeer": "duplex",
 }
 _BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunction": "python",
                        "Gzip": "gzip", "Bgzf": "bgzf", "Zstd": "zstd", "Bz2": "bz2", "Xz": "xz",
@@ -24,7 +31,8 @@ _BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunc
                        "Replace": "replace", "Cut": "cut", "Select": "select", "Where": "where",
                        "CsvToJsonl": "csv_to_jsonl", "JsonlToCsv": "jsonl_to_csv",
                        "Sample": "sample", "Count": "count", "Sum": "sum", "Min": "min",
-                       "Max": "max", "Mean": "mean", "Top": "top", "Histogram": "histogram"}
+                       "Max": "max", "Mean": "mean", "Top": "top", "Histogram": "histogram",
+                       "TcpService": "tcp"}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +53,10 @@ __all__ = [
     "pipeline", "stream", "Stats", "Readable", "Transform", "RecordTransform", "Writable",
     "ChunkInfo",
     "FileSource", "StdinSource", "GenerateSource", "FileSink", "StdoutSink", "NullSink",
+    "astream", "apipeline", "CancelToken", "compose", "Chain", "Tee", "DirectorySink",
+    "IterableSource", "CallableSink", "Cancelled", "JobTimeout", "HttpSource", "TcpSource",
+    "TcpSink", "CommandSource", "CommandSink", "SinkClosedEarly", "FsspecSource", "FsspecSink",
+    "Duplex", "Peer", "SocketPeer",
     "DataflowError", "ConfigError", "UsageError", "SourceError", "RecordTooLongError",
     "SinkError", "ResourceError", "StageError", "WorkerCrashedError", "Interrupted",
     *_BUILTIN_TRANSFORMS,

@@ -58,7 +58,8 @@ def _plan(job: Any) -> Any:
         return api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
                                  chunk_size=spec.chunk_size,
                                  max_record_size=job.source.max_record_size,
-                                 context=api.context_size(job.stages))
+                                 context=api.context_size(job.stages),
+                                 source_buffer=api.source_buffer(job.source))
     except ResourceError as e:
         raise ConfigError(str(e), path="memory_limit", file=job.file) from None
 
@@ -73,6 +74,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.stats:
         _check_writable(args.stats, "--stats")
     _check_sink(job, args.force)
+    for role, end in (("source", job.source), ("sink", job.sink)):
+        if getattr(end, "listen", False) and hasattr(end, "bind"):
+            address = end.bind()     # before the job: the peer may be waiting to connect
+            if not args.quiet:
+                print(f"dataflow: {role} listening on {address}", file=sys.stderr)
     total = job.source.size() if hasattr(job.source, "size") else None
     progress = Progress(total, live=None if args.progress == "auto" else args.progress == "on")
     try:
@@ -82,7 +88,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              max_attempts=spec.max_attempts,
                              chunk_timeout=spec.chunk_timeout,
                              worker_max_chunks=spec.worker_max_chunks, resume=args.resume,
-                             checkpoint_interval=spec.checkpoint_interval)
+                             checkpoint_interval=spec.checkpoint_interval,
+                             timeout=spec.timeout)
+    except OutputExistsError as e:   # a directory sink's output (its files are known late)
+        raise UsageError(f"{e.path} already exists; use --force to replace it") from None
     finally:
         progress.close()
     if args.resume and stats.resumed_at is None and not args.quiet:
@@ -105,17 +114,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _check_sink(job: Any, force: bool) -> None:
     """Refuse, before anything starts, an output that cannot or must not be written."""
     sink = job.sink
-    if not isinstance(sink, FileSink):
+    for s in getattr(sink, "sinks", [sink]):   # a tee's branches, or the sink itself
+        if hasattr(s, "overwrite"):
+            s.overwrite = force  # the final rename refuses a file that appears meanwhile too
+    if not hasattr(sink, "check"):
         return
-    sink.overwrite = force  # the final rename refuses a file that appears meanwhile, too
     source = job.source
     if hasattr(source, "resolve") and not getattr(source, "paths", None):
         source.resolve()
     try:
         sink.check(source.identities() if hasattr(source, "identities") else [])
-    except OutputExistsError:
-        raise UsageError(f"{sink.path} already exists; use --force to replace it, or choose "
-                         f"another sink.file") from None
+    except OutputExistsError as e:
+        field = "sink.file" if isinstance(sink, FileSink) else "sink"
+        raise UsageError(f"{e.path} already exists; use --force to replace it, or choose "
+                         f"another {field}") from None
 
 
 def _check_writable(path: str, what: str) -> None:
@@ -290,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except DataflowError as e:
         print(f"dataflow: error: {e}", file=sys.stderr)
+        for note in getattr(e, "__notes__", ()):
+            print(f"dataflow: {note}", file=sys.stderr)
         if getattr(e, "worker_traceback", ""):
             print(f"worker traceback:\n{e.worker_traceback}", file=sys.stderr, end="")
         return e.exit_code

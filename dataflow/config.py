@@ -24,7 +24,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from .errors import ConfigError, DataflowError
+from .errors import ConfigError, DataflowError, SinkError
 from .records import bind_chain, placement
 from .registry import STAGES, stage_class
 from .sizes import parse_duration, parse_size
@@ -46,6 +46,27 @@ class SourceSpec(msgspec.Struct, forbid_unknown_fields=True):
     file: str | list[str] | None = None     # a path, a glob, or a list of either
     stdin: bool = False
     generate: GenerateSpec | None = None
+    url: str | list[str] | None = None      # http(s): HttpSource; any other scheme: fsspec
+    tcp: str | None = None                  # host:port to connect to (or listen on)
+    command: list[str] | str | None = None  # a command whose stdout is the input
+    # url (http)
+    connections: int = 4
+    part_size: Size = "8MiB"
+    ranges: bool | Literal["auto"] = "auto"
+    headers: dict[str, str] | None = None
+    retries: int = 3
+    # url (fsspec)
+    storage_options: dict[str, Any] | None = None
+    block_size: Size | None = None
+    # url (http), tcp
+    timeout: float | str | None = None
+    listen: bool = False                    # tcp: accept one connection instead
+    # command
+    shell: bool = False
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    ok_exit_codes: list[int] = msgspec.field(default_factory=lambda: [0])
+    stderr: Literal["capture", "inherit"] = "capture"
     split: Literal["lines", "bytes", "jsonl", "csv", "tsv", "fixed"] = "lines"
     delimiter: str = "\n"
     record_start: str | None = None     # lines: a regex that starts a (multi-line) record
@@ -59,7 +80,25 @@ class SinkSpec(msgspec.Struct, forbid_unknown_fields=True):
     file: str | None = None
     stdout: bool = False
     null: bool = False
-    sync: bool = True  # file: fsync before the rename (durable), as opposed to only atomic
+    directory: str | None = None   # one output per input file, names mirrored
+    tee: list["SinkSpec"] | None = None   # the same output to each of these sinks
+    url: str | None = None         # an fsspec URL (s3://, memory://...)
+    tcp: str | None = None         # host:port to send to (or, with listen, to accept on)
+    command: list[str] | str | None = None   # a command whose stdin takes the output
+    storage_options: dict[str, Any] | None = None   # url
+    part_size: Size | None = None  # url: S3 multipart part size
+    listen: bool = False           # tcp
+    timeout: float | str | None = None   # tcp
+    close_timeout: float | str = 30.0    # tcp: wait this long for the peer to close
+    shell: bool = False            # command
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    ok_exit_codes: list[int] = msgspec.field(default_factory=lambda: [0])
+    stderr: Literal["capture", "inherit"] = "inherit"   # command: its stdout is ours
+    sync: bool = True  # file, directory: fsync before the rename (durable), not only atomic
+    suffix: str = ""          # directory: added to each output name
+    strip_suffix: str = ""    # directory: removed from each input name first (".gz")
+    root: str | None = None   # directory: input paths are mirrored relative to this
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,6 +113,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     chunk_timeout: float | str | None = None  # seconds (or "30s", "5m") one chunk may take
     worker_max_chunks: int | None = None      # replace a worker after this many chunks
     checkpoint_interval: float | str = 10.0   # how often a resumable job saves its progress
+    timeout: float | str | None = None        # the whole job may take this long (JobTimeout)
 
 
 class Job(msgspec.Struct):
@@ -290,6 +330,7 @@ _SIZE = "a size such as 4096, 4MiB or 1.5GB"
 _EXPECTED = {"workers": "a positive integer or 'auto'", "max_attempts": "an integer >= 1",
              "worker_max_chunks": "an integer >= 1",
              "chunk_timeout": "a duration such as 30, 30s, 500ms, 5m or 1h",
+             "timeout": "a duration such as 30, 30s, 5m or 1h",
              "checkpoint_interval": "a duration such as 1, 1s, 500ms or 1m",
              "memory_limit": _SIZE, "chunk_size": _SIZE, "source.max_record_size": _SIZE,
              "source.record_size": _SIZE,
@@ -359,7 +400,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = raw
     except ConfigError as e:
         raise ConfigError(f"--set {path}: {e.message}") from None
-    kinds = {"sink": ("file", "stdout", "null"), "source": ("file", "stdin", "generate")}
+    kinds = {"sink": _SINK_KINDS, "source": _SOURCE_KINDS}
     if len(parts) >= 2 and parts[0] in kinds and parts[1] in kinds[parts[0]]:
         section = data.get(parts[0])
         if isinstance(section, dict):  # --set sink.file=x switches the kind: drop the others
@@ -410,6 +451,8 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
                           "(e.g. `- grep: {pattern: ERROR}`)", path=_format_path(here),
                           file=file, line=_line_of(node, here))
     (name, options), = entry.items()
+    if name == "compose":
+        return _composed(options, here + ["compose"], node, file)
     if name not in STAGES:
         close = difflib.get_close_matches(str(name), list(STAGES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else \
@@ -444,15 +487,98 @@ def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
     return stage
 
 
+def _composed(ref: Any, parts: list[str | int], node: Any, file: str) -> list[Any]:
+    """`- compose: "pkg.module:name"`: the transforms of the Chain (or list) found there."""
+    from .chain import Chain, compose
+    from .registry import resolve
+
+    if not isinstance(ref, str):
+        raise _error("expected 'module:name' of a dataflow.compose() chain", parts, node, file)
+    try:
+        found = resolve(ref)
+    except (ValueError, ImportError, AttributeError) as e:
+        raise _error(f"cannot load {ref}: {type(e).__name__}: {e}", parts, node, file) from None
+    try:
+        chain = found if isinstance(found, Chain) else compose(*found) \
+            if isinstance(found, (list, tuple)) else None
+    except TypeError as e:
+        raise _error(f"{ref}: {e}", parts, node, file) from None
+    if chain is None:
+        raise _error(f"{ref} is of type {type(found).__name__}, not a chain made by "
+                     f"dataflow.compose() or a list of transforms", parts, node, file)
+    return list(chain.stages)
+
+
+_SOURCE_KINDS = ("file", "stdin", "generate", "url", "tcp", "command")
+# keys that belong to some kinds of source (or sink) only: key -> those kinds
+_SOURCE_OPTIONS = {"range": ("file",), "connections": ("url",), "part_size": ("url",),
+                   "ranges": ("url",), "headers": ("url",), "retries": ("url",),
+                   "storage_options": ("url",), "block_size": ("url",),
+                   "timeout": ("url", "tcp"), "listen": ("tcp",), "shell": ("command",),
+                   "env": ("command",), "cwd": ("command",), "ok_exit_codes": ("command",),
+                   "stderr": ("command",)}
+_HTTP_ONLY = ("connections", "part_size", "ranges", "headers", "retries")
+
+
+def _kind_options(spec: Any, kind: str, table: dict[str, tuple[str, ...]], section: str,
+                  node: Any, file: str, parts: list[str | int]) -> None:
+    """Refuse a key set for a kind of source/sink it does not belong to."""
+    defaults = type(spec)()
+    for key, goes in table.items():
+        if getattr(spec, key) != getattr(defaults, key) and kind not in goes:
+            raise _error(f"{key} goes with a {' or '.join(goes)} {section}, not {kind}",
+                         parts + [key], node, file)
+
+
+def _is_http(url: Any) -> bool:
+    return isinstance(url, str) and re.match(r"(?i)https?://", url) is not None
+
+
+def _duration_of(value: Any, parts: list[str | int], node: Any, file: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise _error(str(e), parts, node, file) from None
+
+
+def _built(make: Any, parts: list[str | int], node: Any, file: str) -> Any:
+    """Build a source/sink; its ValueError (with `.field`) becomes a ConfigError there."""
+    try:
+        return make()
+    except (ValueError, SinkError) as e:
+        field = getattr(e, "field", None)
+        field = {"argv": "command"}.get(field, field)   # a command's words are `command:`
+        message = str(e).replace("argv", "command") if field == "command" else str(e)
+        raise _error(message, parts + ([field] if field else []), node, file) from None
+
+
 def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
     from .sources import FileSource, GenerateSource, StdinSource
 
-    kinds = [k for k, set_ in (("file", spec.file is not None), ("stdin", spec.stdin),
-                               ("generate", spec.generate is not None)) if set_]
+    given = {"file": spec.file is not None, "stdin": spec.stdin,
+             "generate": spec.generate is not None, "url": spec.url is not None,
+             "tcp": spec.tcp is not None, "command": spec.command is not None}
+    kinds = [k for k in _SOURCE_KINDS if given[k]]
     if len(kinds) != 1:
-        raise ConfigError("the source needs exactly one of `file`, `stdin: true` or "
-                          f"`generate`{', got ' + ', '.join(kinds) if kinds else ''}",
+        raise ConfigError("the source needs exactly one of `file`, `stdin: true`, `generate`, "
+                          f"`url`, `tcp` or `command`{', got ' + ', '.join(kinds) if kinds else ''}",
                           path="source", file=file, line=_line_of(node, ["source"]))
+    kind = kinds[0]
+    _kind_options(spec, kind, _SOURCE_OPTIONS, "source", node, file, ["source"])
+    if kind == "url" and not _is_http(spec.url):
+        for key in _HTTP_ONLY:
+            if getattr(spec, key) != getattr(SourceSpec(), key):
+                raise _error(f"{key} goes with an http(s) URL, not {spec.url}",
+                             ["source", key], node, file)
+        if spec.timeout is not None:
+            raise _error("timeout goes with an http(s) URL or tcp; for other URLs set it in "
+                         "storage_options", ["source", "timeout"], node, file)
+    elif kind == "url" and (spec.storage_options is not None or spec.block_size is not None):
+        key = "storage_options" if spec.storage_options is not None else "block_size"
+        raise _error(f"{key} goes with an fsspec URL (s3://, memory://...), not http(s)",
+                     ["source", key], node, file)
     if not spec.delimiter:
         raise ConfigError("the delimiter cannot be empty", path="source.delimiter", file=file,
                           line=_line_of(node, ["source", "delimiter"]))
@@ -481,11 +607,44 @@ def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
                               file=file, line=_line_of(node, ["source", "record_start"])) from None
     common = dict(split=spec.split, delimiter=delim, max_record_size=record,
                   record_start=spec.record_start, record_size=fixed, header=spec.header)
-    if spec.generate is not None:
+    here: list[str | int] = ["source"]
+    if kind == "generate":
+        assert spec.generate is not None
         size = _size(spec.generate.size, ["source", "generate", "size"], node, file)
         return GenerateSource(size, spec.generate.seed, **common)
-    if spec.stdin:
+    if kind == "stdin":
         return StdinSource(**common)
+    if kind == "url" and _is_http(spec.url):
+        from .http import HttpSource
+
+        timeout = _duration_of(spec.timeout, here + ["timeout"], node, file)
+        part = _size(spec.part_size, here + ["part_size"], node, file)
+        return _built(lambda: HttpSource(
+            spec.url, connections=spec.connections, part_size=part, ranges=spec.ranges,
+            headers=spec.headers, timeout=30.0 if timeout is None else timeout,
+            retries=spec.retries, **common), here, node, file)
+    if kind == "url":
+        from .remote import FsspecSource
+
+        block = None if spec.block_size is None else \
+            _size(spec.block_size, here + ["block_size"], node, file)
+        return _built(lambda: FsspecSource(spec.url, storage_options=spec.storage_options,
+                                           block_size=block, **common), here, node, file)
+    if kind == "tcp":
+        from .tcp import TcpSource
+
+        timeout = _duration_of(spec.timeout, here + ["timeout"], node, file)
+        return _built(lambda: TcpSource(spec.tcp, listen=spec.listen, timeout=timeout,
+                                        **common), here + ["tcp"], node, file)
+    if kind == "command":
+        from .procio import CommandSource
+
+        def make() -> Any:
+            src = CommandSource(spec.command, shell=spec.shell, env=spec.env, cwd=spec.cwd,
+                                ok_exit_codes=spec.ok_exit_codes, stderr=spec.stderr, **common)
+            src.check()
+            return src
+        return _built(make, here, node, file)
     start, end = 0, None
     if spec.range is not None:
         start = _size(spec.range.start, ["source", "range", "start"], node, file)
@@ -497,18 +656,76 @@ def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
     return FileSource(spec.file, start=start, end=end, **common)  # type: ignore[arg-type]
 
 
-def _build_sink(spec: SinkSpec, node: Any, file: str) -> Any:
-    from .sinks import FileSink, NullSink, StdoutSink
+_SINK_KINDS = ("file", "stdout", "null", "directory", "tee", "url", "tcp", "command")
+_SINK_OPTIONS = {"sync": ("file", "directory"), "suffix": ("directory",),
+                 "strip_suffix": ("directory",), "root": ("directory",),
+                 "storage_options": ("url",), "part_size": ("url",), "listen": ("tcp",),
+                 "timeout": ("tcp",), "close_timeout": ("tcp",), "shell": ("command",), "env": ("command",),
+                 "cwd": ("command",), "ok_exit_codes": ("command",), "stderr": ("command",)}
 
-    kinds = [k for k, set_ in (("file", spec.file is not None), ("stdout", spec.stdout),
-                               ("null", spec.null)) if set_]
+
+def _build_sink(spec: SinkSpec, node: Any, file: str,
+                parts: list[str | int] | None = None) -> Any:
+    from .directory import DirectorySink
+    from .sinks import FileSink, NullSink, StdoutSink
+    from .tee import Tee
+
+    parts = parts or ["sink"]
+    where = _format_path(parts)
+    given = {"file": spec.file is not None, "stdout": spec.stdout, "null": spec.null,
+             "directory": spec.directory is not None, "tee": spec.tee is not None,
+             "url": spec.url is not None, "tcp": spec.tcp is not None,
+             "command": spec.command is not None}
+    kinds = [k for k in _SINK_KINDS if given[k]]
     if len(kinds) > 1:
-        raise ConfigError(f"the sink needs one of `file`, `stdout: true` or `null: true`, "
-                          f"got {', '.join(kinds)}", path="sink", file=file,
-                          line=_line_of(node, ["sink"]))
-    if spec.file is not None:
+        raise ConfigError(f"the sink needs one of `file`, `stdout: true`, `null: true`, "
+                          f"`directory`, `tee`, `url`, `tcp` or `command`, got "
+                          f"{', '.join(kinds)}", path=where, file=file,
+                          line=_line_of(node, parts))
+    kind = kinds[0] if kinds else "stdout"
+    _kind_options(spec, kind, _SINK_OPTIONS, "sink", node, file, parts)
+    if kind == "url":
+        if _is_http(spec.url):
+            raise _error("there is no HTTP sink: write to a file, an fsspec URL (s3://...), "
+                         "tcp or a command (curl -T -)", parts + ["url"], node, file)
+        from .remote import DEFAULT_PART_SIZE, FsspecSink
+
+        part = DEFAULT_PART_SIZE if spec.part_size is None else \
+            _size(spec.part_size, parts + ["part_size"], node, file)
+        return _built(lambda: FsspecSink(spec.url, storage_options=spec.storage_options,
+                                         part_size=part), parts, node, file)
+    if kind == "tcp":
+        from .tcp import TcpSink
+
+        timeout = _duration_of(spec.timeout, parts + ["timeout"], node, file)
+        linger = _duration_of(spec.close_timeout, parts + ["close_timeout"], node, file)
+        return _built(lambda: TcpSink(spec.tcp, listen=spec.listen, timeout=timeout,
+                                      close_timeout=linger), parts + ["tcp"], node, file)
+    if kind == "command":
+        from .procio import CommandSink
+
+        def make() -> Any:
+            out = CommandSink(spec.command, shell=spec.shell, env=spec.env, cwd=spec.cwd,
+                              ok_exit_codes=spec.ok_exit_codes, stderr=spec.stderr)
+            out.command.check()
+            return out
+        return _built(make, parts, node, file)
+    if kind == "file":
         return FileSink(spec.file, sync=spec.sync)
-    if spec.null:
+    if kind == "directory":
+        return DirectorySink(spec.directory, suffix=spec.suffix, strip_suffix=spec.strip_suffix,
+                             root=spec.root, sync=spec.sync)
+    if kind == "tee":
+        assert spec.tee is not None
+        if len(spec.tee) < 2:
+            raise _error("a tee needs at least two sinks", parts + ["tee"], node, file)
+        branches = [_build_sink(b, node, file, parts + ["tee", i]) for i, b in enumerate(spec.tee)]
+        for i, b in enumerate(branches):
+            if isinstance(b, (DirectorySink, Tee)):
+                raise _error(f"a tee branch cannot be a {type(b).__name__}",
+                             parts + ["tee", i], node, file)
+        return Tee(*branches)
+    if kind == "null":
         return NullSink()
     return StdoutSink()
 
@@ -551,6 +768,11 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
             spec.chunk_timeout = parse_duration(data["chunk_timeout"])  # as written: 0, not 0.0
         except ValueError as e:
             raise _error(str(e), ["chunk_timeout"], node, path) from None
+    if spec.timeout is not None:
+        try:
+            spec.timeout = parse_duration(data["timeout"])
+        except ValueError as e:
+            raise _error(str(e), ["timeout"], node, path) from None
     if "checkpoint_interval" in data:
         try:
             spec.checkpoint_interval = parse_duration(data["checkpoint_interval"])
@@ -560,14 +782,20 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         raise _error("must be at least 1 (or left out: workers are kept for the whole job)",
                      ["worker_max_chunks"], node, path)
     source = _build_source(spec.source, node, path)
-    stages = [_build_stage(i, entry, node, path) for i, entry in enumerate(spec.stages)]
+    stages: list[Any] = []
+    origin: list[int] = []      # the YAML stage each built stage comes from (compose: many)
+    for i, entry in enumerate(spec.stages):
+        built = _build_stage(i, entry, node, path)
+        more = built if isinstance(built, list) else [built]
+        stages.extend(more)
+        origin.extend([i] * len(more))
     for i, stage in enumerate(stages):
         if i > 0 and stage.reads_source:
             raise _error(f"{stage.name} decodes the source's bytes, so it must be the first "
-                         f"stage", ["stages", i], node, path)
+                         f"stage", ["stages", origin[i]], node, path)
         problem = placement(stages, i)
         if problem:
-            raise _error(f"{stage.name} {problem}", ["stages", i], node, path)
+            raise _error(f"{stage.name} {problem}", ["stages", origin[i]], node, path)
     try:
         bind_chain(stages, source.record_format())
     except ValueError as e:
@@ -576,7 +804,9 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         if field and isinstance(getattr(e, "path", None), list):
             field = e.path
         message = getattr(e, "reason", None) if field else None
-        raise _error(message or str(e), ["stages", i, stages[i].name, *field], node,
+        key = "compose" if spec.stages and isinstance(spec.stages[origin[i]], dict) and \
+            "compose" in spec.stages[origin[i]] else stages[i].name
+        raise _error(message or str(e), ["stages", origin[i], key, *field], node,
                      path) from None
     sink = _build_sink(spec.sink, node, path)
     return Job(spec, source, stages, sink, path)

@@ -173,7 +173,10 @@ ERRORS = [
      source: {file: a.log}
      sink: {zzz: 1}
      """,
-     "job.yaml:2: sink.zzz: unknown key 'zzz'; expected one of: file, stdout, null, sync",
+     "job.yaml:2: sink.zzz: unknown key 'zzz'; expected one of: file, stdout, null, directory, "
+     "tee, url, tcp, command, storage_options, part_size, listen, timeout, close_timeout, "
+     "shell, env, cwd, "
+     "ok_exit_codes, stderr, sync, suffix, strip_suffix, root",
      "sink.zzz", 2),
     ("unknown source key",
      """
@@ -283,14 +286,14 @@ ERRORS = [
      """
      source: {file: a.log, stdin: true}
      """,
-     "job.yaml:1: source: the source needs exactly one of `file`, `stdin: true` or "
-     "`generate`, got file, stdin", "source", 1),
+     "job.yaml:1: source: the source needs exactly one of `file`, `stdin: true`, `generate`, "
+     "`url`, `tcp` or `command`, got file, stdin", "source", 1),
     ("source with no kind",
      """
      source: {split: lines}
      """,
-     "job.yaml:1: source: the source needs exactly one of `file`, `stdin: true` or "
-     "`generate`", "source", 1),
+     "job.yaml:1: source: the source needs exactly one of `file`, `stdin: true`, `generate`, "
+     "`url`, `tcp` or `command`", "source", 1),
     ("no source at all",
      """
      workers: 2
@@ -301,8 +304,8 @@ ERRORS = [
      source: {file: a.log}
      sink: {file: out.log, stdout: true}
      """,
-     "job.yaml:2: sink: the sink needs one of `file`, `stdout: true` or `null: true`, "
-     "got file, stdout", "sink", 2),
+     "job.yaml:2: sink: the sink needs one of `file`, `stdout: true`, `null: true`, "
+     "`directory`, `tee`, `url`, `tcp` or `command`, got file, stdout", "sink", 2),
     ("empty delimiter",
      """
      source: {file: a.log, delimiter: ''}
