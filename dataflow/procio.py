@@ -125,6 +125,21 @@ class _Child:
         self.pidfd = children.pidfd(self.proc)
         return self.proc
 
+    def selector(self, fd: int, events: int, tag: str) -> selectors.BaseSelector:
+        """A selector over `fd` (its pipe enlarged, made non-blocking) under `tag`, plus the
+        command's stderr ("err", when captured) and its pidfd ("exit")."""
+        assert self.proc is not None
+        sel = selectors.DefaultSelector()
+        children.grow(fd)
+        os.set_blocking(fd, False)
+        sel.register(fd, events, tag)
+        if self.proc.stderr is not None:
+            os.set_blocking(self.proc.stderr.fileno(), False)
+            sel.register(self.proc.stderr.fileno(), selectors.EVENT_READ, "err")
+        if self.pidfd >= 0:
+            sel.register(self.pidfd, selectors.EVENT_READ, "exit")
+        return sel
+
     def wait(self) -> int:
         assert self.proc is not None
         if self.returncode is None:
@@ -184,15 +199,7 @@ class CommandSource(Framed):
             proc = self._child.start(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         except CommandError as e:
             raise CommandSourceError(f"source {e}", argv=self.command.run_argv) from None
-        sel = self._sel = selectors.DefaultSelector()
-        children.grow(proc.stdout.fileno())
-        os.set_blocking(proc.stdout.fileno(), False)
-        sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "out")
-        if proc.stderr is not None:
-            os.set_blocking(proc.stderr.fileno(), False)
-            sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "err")
-        if self._child.pidfd >= 0:
-            sel.register(self._child.pidfd, selectors.EVENT_READ, "exit")
+        self._sel = self._child.selector(proc.stdout.fileno(), selectors.EVENT_READ, "out")
 
     def readinto(self, buffer: memoryview) -> int:
         if self._ended or not len(buffer):
@@ -301,15 +308,7 @@ class CommandSink:
         except CommandError as e:
             raise CommandSinkError(f"sink {e}", argv=self.command.run_argv) from None
         self._stdin = proc.stdin.fileno()
-        children.grow(self._stdin)
-        os.set_blocking(self._stdin, False)
-        sel = self._sel = selectors.DefaultSelector()
-        sel.register(self._stdin, selectors.EVENT_WRITE, "in")
-        if proc.stderr is not None:
-            os.set_blocking(proc.stderr.fileno(), False)
-            sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "err")
-        if self._child.pidfd >= 0:
-            sel.register(self._child.pidfd, selectors.EVENT_READ, "exit")
+        self._sel = self._child.selector(self._stdin, selectors.EVENT_WRITE, "in")
 
     def write(self, data: memoryview) -> None:
         if self._sel is None:
