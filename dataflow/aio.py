@@ -5,26 +5,30 @@ Rules:
   event loop is never blocked by it. Each job gets its own thread, not one of the loop's
   default executor's, so long jobs do not starve `to_thread` users.
 - Backpressure: `astream` hands pieces over through a window of `high_water_mark` pieces
-  (default 1). The job's thread waits for the consumer to take a piece before it asks the
-  job for the next one, so a slow `async for` body stalls the job itself: no slot is freed,
-  reading stops, memory stays flat, as with the synchronous `stream()`.
+  (default 1). The job's thread waits for room in the window before it asks the job for the
+  next piece, so a slow `async for` body stalls the job itself: no slot is freed, reading
+  stops, memory stays flat, as with the synchronous `stream()`. If the loop is closed without
+  closing the stream, the job's thread notices within 0.1 s and tears the job down.
 - Leaving the `async for` early (break, an exception, the task cancelled) cancels the job
   through its CancelToken and waits, without blocking the loop, until the teardown is done
   (workers gone, shared memory unlinked): Node's `destroyOnReturn`.
 - Cancelling the task awaiting `apipeline()` cancels the job the same way; the task sees
   CancelledError once the job is torn down (the sink aborted: no output left behind).
 - An error in the job is raised in the consumer, as it would be by `pipeline()`/`stream()`.
-- A `CallableSink` with a coroutine function runs that coroutine on the caller's loop, one
-  piece at a time: an async sink applies backpressure too.
+- A `CallableSink` (also a Tee's branch) with a coroutine function, or coroutine hooks, runs
+  them on the caller's loop, one piece at a time: an async sink applies backpressure too. A
+  cancel also cancels the coroutine under way.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any, AsyncIterator
 
 from . import api
 from .cancel import CancelToken
+from .errors import Cancelled
 from .iterables import CallableSink
 
 _END = object()
@@ -48,14 +52,27 @@ async def astream(source: Any, *stages: Any, high_water_mark: int = 1,
         except RuntimeError:   # the loop is closed: nobody will take it
             return False
 
+    def room() -> bool:
+        """Wait until the consumer has room for one more piece; False when it never will
+        (it left: the token is cancelled, or its loop is closed without closing us)."""
+        while not window.acquire(timeout=0.1):
+            if token.cancelled or loop.is_closed():
+                return False
+        return not token.cancelled
+
     def produce() -> None:
         try:
             pieces = api.stream(source, *stages, cancel=token, **options)
             try:
-                for piece in pieces:
-                    window.acquire()          # wait until the consumer has room for it
-                    if token.cancelled or not hand_over(piece):
+                # room first, then the next piece: the job never runs ahead of the window
+                while room():
+                    piece = next(pieces, _END)
+                    if piece is _END:
+                        break
+                    if not hand_over(piece):
                         return
+                else:
+                    return
             finally:
                 pieces.close()                # teardown here, in the job's own thread
         except BaseException as e:            # noqa: BLE001 - handed to the consumer
@@ -94,8 +111,21 @@ async def apipeline(source: Any, *stages_and_sink: Any, **options: Any) -> Any:
     loop = asyncio.get_running_loop()
     token = options.pop("cancel", None) or CancelToken()
     sink = stages_and_sink[-1] if stages_and_sink else None
-    if isinstance(sink, CallableSink) and sink.is_async:
-        sink.runner = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def runner(coro: Any) -> Any:
+        """Run a sink's coroutine on the caller's loop and wait for it, or for a cancel."""
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                if token.cancelled:
+                    future.cancel()
+                    raise Cancelled(token.reason or "") from None
+
+    for end in getattr(sink, "sinks", [sink]):     # the sink, or a tee's branches
+        if isinstance(end, CallableSink):
+            end.runner = runner
     done: asyncio.Future[Any] = loop.create_future()
 
     def settle(ok: bool, value: Any) -> None:

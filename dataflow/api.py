@@ -8,12 +8,13 @@ the whole pipeline (no slot is freed until its bytes are taken), so memory stays
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Iterator
 
 from .coordinator import Run, Stats
 from .chain import Chain, flatten
 from .directory import DirectorySink, run_each
-from .errors import DataflowError, SinkError, UsageError
+from .errors import DataflowError, JobTimeout, SinkError, UsageError
 from .plan import Plan, make_plan
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
@@ -152,8 +153,17 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
     if isinstance(sink, DirectorySink):
         stages = flatten(stages)
         check_stages(stages)
-        return run_each(source, stages, sink,
-                        lambda src, out: pipeline(src, *stages, out, **options), Stats())
+        limit = _duration(timeout, "timeout") if timeout is not None else None
+        deadline = time.monotonic() + limit if limit is not None else None
+
+        def one_file(src: Any, out: Any) -> Stats:
+            if deadline is not None:   # `timeout` bounds the whole run, not each file
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise JobTimeout(limit)
+                options["timeout"] = left
+            return pipeline(src, *stages, out, **options)
+        return run_each(source, stages, sink, one_file, Stats())
     run = _run(source, tuple(stages), workers=workers, memory_limit=memory_limit,
                chunk_size=chunk_size, ordered=ordered, max_record_size=max_record_size,
                progress=progress, start_method=start_method, max_attempts=max_attempts,
@@ -184,9 +194,13 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
             if not getattr(e, "ends_job_quietly", False):
                 raise
             # the sink's reader finished early and said so properly (a `head` command that
-            # exited 0): the job ends here, like `yes | head` in a shell
+            # exited 0): the job ends here, like `yes | head` in a shell. The folds saw part
+            # of the input only: no results, no reports
             it.close()
             run.stats.sink_closed_early = True
+            for _, stage in reports:
+                stage.discard_report()
+            reports = []
         for key, stage in reports:    # a fold's `report:` file, renamed into place after
             stage.prepare_report(run.stats.results[key])          # the output is committed
         if checkpoints is not None:

@@ -74,7 +74,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.stats:
         _check_writable(args.stats, "--stats")
     _check_sink(job, args.force)
-    for role, end in (("source", job.source), ("sink", job.sink)):
+    ends = [("source", job.source)] + [("sink", s) for s in getattr(job.sink, "sinks",
+                                                                      [job.sink])]
+    for role, end in ends:
         if getattr(end, "listen", False) and hasattr(end, "bind"):
             address = end.bind()     # before the job: the peer may be waiting to connect
             if not args.quiet:

@@ -400,13 +400,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = raw
     except ConfigError as e:
         raise ConfigError(f"--set {path}: {e.message}") from None
-    kinds = {"sink": _SINK_KINDS, "source": _SOURCE_KINDS}
-    if len(parts) >= 2 and parts[0] in kinds and parts[1] in kinds[parts[0]]:
+    kinds = {"sink": (_SINK_KINDS, _SINK_OPTIONS), "source": (_SOURCE_KINDS, _SOURCE_OPTIONS)}
+    if len(parts) >= 2 and parts[0] in kinds and parts[1] in kinds[parts[0]][0]:
         section = data.get(parts[0])
-        if isinstance(section, dict):  # --set sink.file=x switches the kind: drop the others
-            for other in kinds[parts[0]]:
+        names, options = kinds[parts[0]]
+        if isinstance(section, dict):  # --set sink.file=x switches the kind: drop the other
+            for other in names:        # kinds, and the options that belong to them only
                 if other != parts[1]:
                     section.pop(other, None)
+            for key, goes in options.items():
+                if parts[1] not in goes:
+                    section.pop(key, None)
     target: Any = data
     for i, part in enumerate(parts[:-1]):
         nxt_is_index = isinstance(parts[i + 1], int)

@@ -335,6 +335,8 @@ class Run:
             self.stats.resumed_at = point.source_offset
         last = self.stages[-1] if self.stages else None
         framing = last is not None and last.frames_output()
+        if self.cancel is not None:
+            self.cancel.acquire()   # its descriptor stays open while we wait on it
         try:
             with contextlib.suppress(psutil.Error, OSError):
                 own = psutil.Process().memory_full_info().pss
@@ -430,7 +432,7 @@ class Run:
                         w = by_conn[obj]
                         if not self._drain(w, sched, actions):
                             dead.append(w)
-                    else:
+                    elif obj in by_sentinel:       # (the cancel token raised above)
                         dead.append(by_sentinel[obj])
                 for w in dict.fromkeys(dead):
                     proc = self.procs.get(w)
@@ -467,6 +469,8 @@ class Run:
                     if self.arena is not None:
                         self.arena.close()
                         self.arena = None
+                    if self.cancel is not None:
+                        self.cancel.release()
         self.stats.results = {key: s.result(acc)
                               for key, s, acc in zip(self.stage_keys, self.stages, self.folds)
                               if type(s).fold is not Transform.fold}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from .errors import SinkError, UsageError
+from .errors import SinkError, SourceError, UsageError
 
 
 class DirectorySink:
@@ -88,7 +88,7 @@ def run_each(source: Any, stages: list[Any], sink: DirectorySink,
                          f"not {type(source).__name__}")
     if source.start or source.end is not None:
         raise UsageError("a DirectorySink cannot be used with a byte range")
-    paths = source.resolve() if not source.paths else source.paths
+    paths = source.paths or source.expand()   # each file is checked by its own job
     targets = sink.targets(paths)
     seen: dict[str, str] = {}
     for path, target in zip(paths, targets):
@@ -97,7 +97,13 @@ def run_each(source: Any, stages: list[Any], sink: DirectorySink,
             raise SinkError(f"inputs {seen[key]} and {path} would both be written to {target}: "
                             f"change suffix/strip_suffix or root")
         seen[key] = path
-    inputs = source.identities()
+    inputs = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise SourceError(f"cannot read {path}: {e.strerror}", file=path) from None
+        inputs.append((st.st_dev, st.st_ino))
     sinks = []
     for target in targets:
         folder = os.path.dirname(os.path.abspath(target))

@@ -56,6 +56,7 @@ class IterableSource(Framed):
 
     def readinto(self, buffer: memoryview) -> int:
         while not len(self._item):
+            self._item.release()   # the generator may reuse (resize) the item it gave us
             if self._it is None:
                 return 0
             try:
@@ -83,6 +84,7 @@ class IterableSource(Framed):
 
     def close(self) -> None:
         it, self._it = self._it, None
+        self._item.release()
         self._item = memoryview(b"")
         close = getattr(it, "close", None)
         if close is not None:   # a generator: run its finally blocks now
@@ -110,6 +112,10 @@ class CallableSink:
         self.runner: Callable[[Any], Any] | None = None   # set by apipeline for async fns
 
     def check(self, input_ids: list[tuple[int, int]]) -> None:
+        hooks = (self.on_close, self.on_abort)
+        if self.runner is None and any(inspect.iscoroutinefunction(h) for h in hooks):
+            raise SinkError("a hook of the callable sink is a coroutine function: run the job "
+                            "with `await dataflow.apipeline(...)`")
         if self.is_async and self.runner is None:
             raise SinkError(f"{getattr(self.fn, '__qualname__', self.fn)} is a coroutine "
                             f"function: run the job with `await dataflow.apipeline(...)`")
@@ -124,17 +130,24 @@ class CallableSink:
             self.runner(result)    # waits for the coroutine on the caller's event loop
         self.bytes += len(data)
 
+    def _await(self, result: Any, hook: str) -> None:
+        if not inspect.isawaitable(result):
+            return
+        if self.runner is None:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()            # never awaited: say so, rather than drop it silently
+            raise SinkError(f"the {hook} hook of the callable sink is a coroutine function: "
+                            f"run the job with `await dataflow.apipeline(...)`")
+        self.runner(result)
+
     def close(self) -> None:
         if self.on_close is not None:
-            result = self.on_close()
-            if inspect.isawaitable(result) and self.runner is not None:
-                self.runner(result)
+            self._await(self.on_close(), "close")
 
     def abort(self) -> None:
         if self.on_abort is not None:
             try:
-                result = self.on_abort()
-                if inspect.isawaitable(result) and self.runner is not None:
-                    self.runner(result)
+                self._await(self.on_abort(), "abort")
             except Exception:   # abort must not hide the error that caused it
                 pass

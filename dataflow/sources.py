@@ -99,8 +99,8 @@ class FileSource(Framed):
         self._remaining: int | None = None
         self.resume_at = 0  # stream offset open() starts at (a resumed run, see resume.py)
 
-    def resolve(self) -> list[str]:
-        """Expand globs and check every file exists; returns the paths in reading order."""
+    def expand(self) -> list[str]:
+        """The paths the patterns name, globs expanded (sorted), in reading order."""
         paths: list[str] = []
         for pat in self.patterns:
             if globmod.has_magic(pat):
@@ -110,6 +110,11 @@ class FileSource(Framed):
                 paths.extend(found)
             else:
                 paths.append(pat)
+        return paths
+
+    def resolve(self) -> list[str]:
+        """Expand globs and check every file exists; returns the paths in reading order."""
+        paths = self.expand()
         for p in paths:
             try:
                 st = os.stat(p)

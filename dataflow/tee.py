@@ -7,8 +7,9 @@ Rules:
 - `check` and `open` go to every branch before any data flows; a branch that fails to open
   aborts the branches opened before it.
 - A branch whose reader left early in the normal way (a command sink like `head` that exited
-  with an ok code: `SinkClosedEarly`) is dropped and the others go on; any other error in one
-  branch fails the job, and every branch is aborted.
+  with an ok code: `SinkClosedEarly`) is dropped and the others go on; when the last one
+  leaves, the job ends quietly. Any other error in one branch fails the job, and every
+  branch is aborted.
 - `close` commits the branches in order. Commits cannot be made atomic across several files:
   if one fails, the branches after it are aborted, those before it stay committed (their
   outputs are complete and correct), and the error names the branch.
@@ -75,6 +76,8 @@ class Tee:
                 self.live.remove(s)
                 self.ended.append((self.sinks.index(s), e))
                 s.abort()
+                if not self.live:
+                    raise   # every reader has left: the job ends quietly here
         self.bytes += len(data)
 
     def close(self) -> None:

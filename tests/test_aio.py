@@ -149,3 +149,57 @@ def test_an_async_callable_sink_outside_apipeline_is_refused():
 
     with pytest.raises(dataflow.SinkError, match="apipeline"):
         dataflow.pipeline(GenerateSource(1000), dataflow.CallableSink(sink), **JOB)
+
+
+def test_a_loop_closed_without_closing_the_stream_still_tears_the_job_down():
+    """No aclose() (the loop is closed under a suspended astream): the job's thread notices
+    and tears down; no worker, thread or segment is left (the autouse fixture checks)."""
+    import gc
+    import threading
+
+    loop = asyncio.new_event_loop()
+    pieces = astream(GenerateSource(256 << 20), **JOB)
+    loop.run_until_complete(pieces.__anext__())
+    loop.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(t.name == "dataflow-astream"
+                                              for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not any(t.name == "dataflow-astream" for t in threading.enumerate())
+    del pieces
+    gc.collect()
+
+
+def test_cancelling_apipeline_cancels_an_async_sink_that_waits():
+    async def main() -> float:
+        async def sink(data: bytes) -> None:
+            await asyncio.sleep(3600)
+
+        task = asyncio.create_task(apipeline(GenerateSource(1 << 20), dataflow.CallableSink(sink),
+                                             **JOB))
+        await asyncio.sleep(1.5)
+        task.cancel()
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 5
+
+
+def test_async_hooks_of_a_sync_callable_sink_run_under_apipeline():
+    events = []
+
+    async def on_close() -> None:
+        await asyncio.sleep(0)
+        events.append("closed")
+
+    async def main():
+        return await apipeline(GenerateSource(1 << 20), dataflow.CallableSink(
+            lambda b: None, close=on_close), **JOB)
+
+    asyncio.run(main())
+    assert events == ["closed"]
+    with pytest.raises(dataflow.SinkError, match="coroutine function"):
+        dataflow.pipeline(GenerateSource(1000), dataflow.CallableSink(lambda b: None,
+                                                                      close=on_close), **JOB)

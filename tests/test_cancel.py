@@ -96,3 +96,42 @@ def test_cli_timeout_exits_124_and_leaves_no_output(tmp_path):
     assert r.returncode == 124, r.stderr
     assert b"timeout of 1 s" in r.stderr
     assert sorted(os.listdir(tmp_path)) == ["job.yaml"]
+
+
+def test_cancel_from_a_signal_handler_stops_the_job(tmp_path):
+    import signal
+
+    token = CancelToken()
+    old = signal.signal(signal.SIGALRM, lambda *_: token.cancel("SIGALRM"))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.8)
+        with pytest.raises(Cancelled, match="SIGALRM"):
+            pipeline(GenerateSource(64 << 20), Slow(0.05), FileSink(tmp_path / "o"),
+                     cancel=token, **JOB)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert os.listdir(tmp_path) == []
+
+
+def test_closing_a_token_while_a_job_waits_on_it_is_deferred_to_the_jobs_end(tmp_path):
+    token = CancelToken()
+    timer = threading.Timer(0.5, token.close)
+    timer.start()
+    stats = pipeline(GenerateSource(8 << 20), Slow(0.02), FileSink(tmp_path / "o"),
+                     cancel=token, **JOB)
+    timer.join()
+    assert stats.bytes_out == (tmp_path / "o").stat().st_size > 8_000_000
+    assert token.fileno() == -1          # closed once the job let go of it
+
+
+def test_a_sink_that_ends_early_discards_the_fold_reports(tmp_path):
+    report = tmp_path / "count.json"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"source: {{generate: {{size: 64MiB}}}}\n"
+                   f"stages: [{{count: {{report: {report}}}}}]\n"
+                   f"sink: {{command: [head, -n, '2']}}\nworkers: 2\nmemory_limit: 256MiB\n")
+    r = run_cli("run", str(job), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(b"\n") == 2
+    assert not report.exists()           # it would count only what was read before the end

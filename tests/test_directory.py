@@ -109,3 +109,26 @@ memory_limit: 256MiB
     again = run_cli("run", str(job), "--quiet")
     assert again.returncode == 2 and b"already exists; use --force" in again.stderr
     assert run_cli("run", str(job), "--quiet", "--force").returncode == 0
+
+
+def test_csv_files_each_keep_their_header(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name, rows in (("a.csv", 3), ("b.csv", 5)):
+        (tmp_path / "in" / name).write_text("id,name\n" + "".join(
+            f"{i},n{i}\n" for i in range(rows)))
+    sink = DirectorySink(tmp_path / "out", suffix=".jsonl", strip_suffix=".csv")
+    pipeline(FileSource(str(tmp_path / "in" / "*.csv"), split="csv"), dataflow.CsvToJsonl(),
+             sink, **JOB)
+    assert (tmp_path / "out" / "a.jsonl").read_text().splitlines() == [
+        '{"id":"0","name":"n0"}', '{"id":"1","name":"n1"}', '{"id":"2","name":"n2"}']
+    assert len((tmp_path / "out" / "b.jsonl").read_text().splitlines()) == 5
+
+
+def test_timeout_bounds_the_whole_directory_run(tmp_path, tree):
+    from dataflow.errors import JobTimeout
+    from helper_transforms import Slow
+
+    root, _ = tree
+    with pytest.raises(JobTimeout):
+        pipeline(FileSource(str(root / "**" / "*.gz")), dataflow.Decompress(), Slow(0.6),
+                 DirectorySink(tmp_path / "out", strip_suffix=".gz"), timeout=1.5, **JOB)

@@ -85,3 +85,15 @@ def test_a_callable_sink_raising_aborts():
         pipeline(dataflow.GenerateSource(1 << 20), CallableSink(fn, abort=lambda: events.append(1)),
                  **JOB)
     assert events == [1]
+
+
+def test_a_generator_may_reuse_its_bytearray():
+    def reuse():
+        buf = bytearray()
+        for i in range(20_000):
+            buf.clear()
+            buf += b"item %d\n" % i
+            yield buf
+
+    got = b"".join(stream(IterableSource(reuse()), **JOB))
+    assert got == b"".join(b"item %d\n" % i for i in range(20_000))

@@ -137,3 +137,15 @@ def test_config_errors_name_the_key(text, message):
     with pytest.raises(ConfigError) as info:
         load_job("job.yaml", text=text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("text,override,kind", [
+    ("source: {generate: {size: 10}}\nsink: {file: o, sync: false}", "sink.stdout=true",
+     "StdoutSink"),
+    ("source: {generate: {size: 10}}\nsink: {command: [sort], stderr: capture}",
+     "sink.file=out.txt", "FileSink"),
+    ("source: {url: 'http://h/x', connections: 8}", "source.file=a.log", "FileSource"),
+])
+def test_set_switching_the_kind_drops_the_old_kinds_options(text, override, kind):
+    j = load_job("job.yaml", [override], text=text)
+    assert type(j.sink if override.startswith("sink") else j.source).__name__ == kind

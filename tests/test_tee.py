@@ -116,3 +116,15 @@ def test_a_branch_whose_command_ends_early_is_dropped_and_the_others_go_on(tmp_p
     expect = b"".join(dataflow.stream(dataflow.GenerateSource(16 << 20, seed=4), **JOB))
     assert out.read_bytes() == expect and stats.bytes_out == len(expect)
     assert not stats.sink_closed_early       # the job itself ran to the end
+
+
+def test_when_every_branch_ends_early_the_job_ends_quietly():
+    def endless():
+        while True:
+            yield b"line\n" * 1000
+
+    stats = pipeline(dataflow.IterableSource(endless()),
+                     Tee(dataflow.CommandSink(["head", "-n", "1"], stdout="null"),
+                         dataflow.CommandSink(["head", "-n", "2"], stdout="null")),
+                     timeout=60, **JOB)
+    assert stats.sink_closed_early
