@@ -18,7 +18,7 @@ from .errors import DataflowError, JobTimeout, SinkError, UsageError
 from .plan import Plan, make_plan
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
-from .sinks import FileSink
+from .sinks import FileSink, ends_job_quietly
 from .records import placement
 from .streams import Transform
 
@@ -191,11 +191,9 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
             for piece in it:
                 sink.write(piece)
         except SinkError as e:
-            if not getattr(e, "ends_job_quietly", False):
+            if not ends_job_quietly(e):
                 raise
-            # the sink's reader finished early and said so properly (a `head` command that
-            # exited 0): the job ends here, like `yes | head` in a shell. The folds saw part
-            # of the input only: no results, no reports
+            # the job ends here; the folds saw part of the input only: no results, no reports
             it.close()
             run.stats.sink_closed_early = True
             for _, stage in reports:

@@ -35,18 +35,13 @@ class Chain:
 
 def compose(*stages: Any, name: str | None = None) -> Chain:
     """Join transforms (and chains) into one reusable Chain."""
-    flat: list[Transform] = []
     for i, s in enumerate(stages):
-        if isinstance(s, Chain):
-            flat.extend(s.stages)
-        elif isinstance(s, Transform):
-            flat.append(s)
-        else:
+        if not isinstance(s, (Chain, Transform)):
             raise TypeError(f"compose() argument {i} ({s!r}) is not a dataflow.Transform or "
                             f"a Chain")
-    if not flat:
+    if not stages:
         raise TypeError("compose() needs at least one transform")
-    return Chain(flat, name)
+    return Chain(flatten(stages), name)
 
 
 def flatten(stages: Any) -> list[Any]:

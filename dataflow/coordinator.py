@@ -416,7 +416,6 @@ class Run:
                         finished = True
                 if finished:
                     break
-                self._check_cancel()
                 by_conn = {p.conn: i for i, p in self.procs.items()}
                 by_sentinel = {p.process.sentinel: i for i, p in self.procs.items()}
                 waited: list[Any] = list(by_conn) + list(by_sentinel)

@@ -95,19 +95,26 @@ def _drain(proc: subprocess.Popen, pidfd: int, tail: StderrTail) -> int:
             sel.register(pidfd, selectors.EVENT_READ, "exit")
         while sel.get_map():
             for key, _ in sel.select():
-                if key.data == "exit":
-                    sel.unregister(key.fd)
-                    children.kill_group(proc.pid)
-                    continue
-                try:
-                    part = os.read(key.fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if part:
-                    tail.add(part)
-                else:
-                    sel.unregister(key.fd)
+                _side_event(sel, key, proc, tail)
     return children.finish(proc)
+
+
+def _side_event(sel: selectors.BaseSelector, key: Any, proc: subprocess.Popen,
+                tail: StderrTail) -> None:
+    """An "exit" event (end what the command left in its group: its pgid is still ours, the
+    leader unreaped) or an "err" one (keep the stderr tail; unregister it at its end)."""
+    if key.data == "exit":
+        sel.unregister(key.fd)
+        children.kill_group(proc.pid)
+        return
+    try:
+        part = os.read(key.fd, 1 << 16)
+    except BlockingIOError:
+        return
+    if part:
+        tail.add(part)
+    else:
+        sel.unregister(key.fd)
 
 
 class _Child:
@@ -159,11 +166,6 @@ class _Child:
             self.pidfd = -1
         children.close_pipes(proc)
 
-    def on_exit(self) -> None:
-        """The command exited: end what it left in its group (its pgid is still ours)."""
-        assert self.proc is not None
-        children.kill_group(self.proc.pid)
-
 
 class CommandSource(Framed):
     """A command's standard output, read as the job's input."""
@@ -208,15 +210,11 @@ class CommandSource(Framed):
         assert sel is not None, "open() first"
         while True:
             for key, _ in sel.select():
-                if key.data == "exit":
-                    sel.unregister(key.fd)
-                    self._child.on_exit()
+                if key.data != "out":
+                    _side_event(sel, key, self._child.proc, self._child.tail)
                     continue
                 try:
-                    if key.data == "out":
-                        n = os.readv(key.fd, [buffer])
-                    else:
-                        part = os.read(key.fd, 1 << 16)
+                    n = os.readv(key.fd, [buffer])
                 except BlockingIOError:
                     continue
                 except OSError as e:
@@ -224,12 +222,6 @@ class CommandSource(Framed):
                         f"cannot read the output of source command `{self.command.shown}` "
                         f"at byte {self._offset}: {e.strerror or e}",
                         argv=self.command.run_argv, offset=self._offset) from None
-                if key.data == "err":
-                    if part:
-                        self._child.tail.add(part)
-                    else:
-                        sel.unregister(key.fd)
-                    continue
                 if n:
                     self._offset += n
                     return n
@@ -342,18 +334,8 @@ class CommandSink:
             for key, _ in sel.select():
                 if key.data == "in":
                     return
-                if key.data == "exit":
-                    sel.unregister(key.fd)
-                    self._child.on_exit()   # a leftover holding its stdin: the next write EPIPEs
-                    continue
-                try:
-                    part = os.read(key.fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if part:
-                    self._child.tail.add(part)
-                else:
-                    sel.unregister(key.fd)
+                # on exit, a leftover holding its stdin is killed: the next write EPIPEs
+                _side_event(sel, key, self._child.proc, self._child.tail)
 
     def _end_input(self) -> int:
         """Close its stdin and wait for it; its exit code."""

@@ -66,6 +66,12 @@ class BrokenPipe(SinkError):
     """The reader of our output went away (`dataflow ... | head`)."""
 
 
+def ends_job_quietly(e: BaseException) -> bool:
+    """The sink's reader finished early and said so properly (a `head` command that exited
+    0: procio.SinkClosedEarly): the job ends there, like `yes | head` in a shell."""
+    return bool(getattr(e, "ends_job_quietly", False))
+
+
 class OutputExistsError(SinkError):
     """The output exists and the sink was told not to replace it. Nothing was started."""
 

@@ -19,10 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import SinkError
-
-
-def _ended_early(e: BaseException) -> bool:
-    return bool(getattr(e, "ends_job_quietly", False))
+from .sinks import ends_job_quietly
 
 
 class Tee:
@@ -71,7 +68,7 @@ class Tee:
             try:
                 s.write(data)
             except Exception as e:
-                if not _ended_early(e):
+                if not ends_job_quietly(e):
                     raise
                 self.live.remove(s)
                 self.ended.append((self.sinks.index(s), e))
