@@ -23,6 +23,7 @@ from . import api
 from .errors import UsageError
 from .progress import Progress, summary
 from .sinks import FileSink, NullSink, OutputExistsError, StdoutSink
+from .records import ERRORS
 from .sources import SPLITS, FileSource, StdinSource
 
 
@@ -72,6 +73,8 @@ def _common(p: argparse.ArgumentParser, *, split: bool = False, output: bool = T
     if split:
         p.add_argument("--split", choices=list(SPLITS), default="lines",
                        help="what a record is (default: lines)")
+        p.add_argument("--errors", choices=list(ERRORS), default="strict",
+                       help="bytes that are not UTF-8 in text a stage reads (default: strict)")
     p.add_argument("-p", "--workers", default="auto", help="worker processes (default: auto)")
     p.add_argument("-m", "--memory-limit", default=api.DEFAULT_MEMORY_LIMIT,
                    help="for the whole process tree (default 512MiB)")
@@ -81,13 +84,16 @@ def _common(p: argparse.ArgumentParser, *, split: bool = False, output: bool = T
 
 
 def _source(args: argparse.Namespace) -> Any:
-    split = getattr(args, "split", "lines")
+    kw = {"split": getattr(args, "split", "lines"), "errors": getattr(args, "errors", "strict")}
     files = [f for f in args.files if f != "-"]
     if len(files) != len(args.files):
         if files:
             raise UsageError("standard input ('-') cannot be mixed with files")
-        return StdinSource(split=split)
-    return FileSource(files, split=split) if files else StdinSource(split=split)
+        return StdinSource(**kw)
+    try:
+        return FileSource(files, **kw) if files else StdinSource(**kw)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _workers(value: str) -> int | str:

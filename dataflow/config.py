@@ -73,6 +73,8 @@ class SourceSpec(msgspec.Struct, forbid_unknown_fields=True):
     record_size: Size = 0               # fixed: bytes per record
     header: bool | None = None          # csv/tsv: the first row names the columns (default)
     max_record_size: Size = 0
+    # bytes that are not UTF-8, where a stage reads text (csv, jsonl, python record mode)
+    errors: Literal["strict", "surrogateescape", "replace"] = "strict"
     range: RangeSpec | None = None
 
 
@@ -592,8 +594,14 @@ def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
     for key, wrong in (("record_start", spec.record_start is not None and spec.split != "lines"),
                        ("record_size", bool(fixed) and spec.split != "fixed"),
                        ("header", spec.header is not None and spec.split not in ("csv", "tsv")),
-                       ("delimiter", spec.delimiter != "\n" and spec.split != "lines")):
+                       ("delimiter", spec.delimiter != "\n" and spec.split != "lines"),
+                       ("errors", spec.errors == "surrogateescape" and spec.split == "jsonl")):
         if wrong:
+            if key == "errors":
+                raise ConfigError("surrogateescape cannot go with split: jsonl: JSON text is "
+                                  "UTF-8, with no way to carry other bytes; use replace",
+                                  path="source.errors", file=file,
+                                  line=_line_of(node, ["source", "errors"]))
             goes = {"record_start": "split: lines", "record_size": "split: fixed",
                     "header": "split: csv or tsv", "delimiter": "split: lines"}[key]
             raise ConfigError(f"{key} goes with {goes}, not split: {spec.split}",
@@ -610,7 +618,8 @@ def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
             raise ConfigError(f"invalid regular expression: {e}", path="source.record_start",
                               file=file, line=_line_of(node, ["source", "record_start"])) from None
     common = dict(split=spec.split, delimiter=delim, max_record_size=record,
-                  record_start=spec.record_start, record_size=fixed, header=spec.header)
+                  record_start=spec.record_start, record_size=fixed, header=spec.header,
+                  errors=spec.errors)
     here: list[str | int] = ["source"]
     if kind == "generate":
         assert spec.generate is not None

@@ -97,6 +97,28 @@ def _main_module_hidden_unless_needed(specs: bytes) -> Iterator[None]:
         main.__file__ = path  # type: ignore[union-attr]
 
 
+SAFE_PATH_OURS = "_DATAFLOW_SAFE_PATH"   # set with PYTHONSAFEPATH when the user had not set it
+
+
+@contextlib.contextmanager
+def _safe_path() -> Iterator[None]:
+    """Start children with PYTHONSAFEPATH: spawn runs `python -c ...`, which would put the
+    current directory first on sys.path, so a `pickle.py` or `json.py` lying there would run in
+    every worker (and in the resource tracker) before our code. The worker then gets the
+    parent's sys.path, where the current directory is last (cli._importable_cwd), and drops the
+    variable again (worker.main) unless the user had set it, so commands it runs see the
+    environment as it was."""
+    if "PYTHONSAFEPATH" in os.environ:
+        yield
+        return
+    os.environ["PYTHONSAFEPATH"] = os.environ[SAFE_PATH_OURS] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("PYTHONSAFEPATH", None)
+        os.environ.pop(SAFE_PATH_OURS, None)
+
+
 class Stats(msgspec.Struct):
     bytes_in: int = 0
     bytes_out: int = 0
@@ -193,7 +215,7 @@ class Run:
         # signal stays pending and is delivered the moment the mask is restored
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            with _main_module_hidden_unless_needed(self.specs):
+            with _main_module_hidden_unless_needed(self.specs), _safe_path():
                 p.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -348,7 +370,8 @@ class Run:
             self._bind(reader, point)
             # spawn starts this helper on first use and unblocks SIGINT around it, which would
             # undo the mask _start_worker relies on: start it first
-            resource_tracker.ensure_running()
+            with _safe_path():
+                resource_tracker.ensure_running()
             for i in range(plan.workers):
                 self._start_worker(i)
             actions: deque[Any] = deque(sched.start())

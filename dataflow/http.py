@@ -237,7 +237,7 @@ class HttpSource(Framed):
                  timeout: float | None = 30.0, retries: int = 3, split: str = "lines",
                  delimiter: bytes | str = b"\n", max_record_size: int = 0,
                  record_start: str | None = None, record_size: int = 0,
-                 header: bool | None = None):
+                 header: bool | None = None, errors: str = "strict"):
         if not isinstance(url, str) or not re.match(r"(?i)https?://[^/]", url):
             raise ValueError(f"HttpSource needs an http:// or https:// URL, got {url!r}")
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
@@ -250,7 +250,8 @@ class HttpSource(Framed):
             raise ValueError(f"retries must be 0 or more, got {retries!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive seconds (or None), got {timeout!r}")
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self.url = url
         self.connections = connections
         self.part_size = part_size

@@ -30,12 +30,13 @@ class IterableSource(Framed):
     def __init__(self, iterable: Iterable[Any], *, encoding: str = "utf-8",
                  split: str = "lines", delimiter: bytes | str = b"\n",
                  max_record_size: int = 0, record_start: str | None = None,
-                 record_size: int = 0, header: bool | None = None):
+                 record_size: int = 0, header: bool | None = None, errors: str = "strict"):
         if isinstance(iterable, (bytes, bytearray, memoryview, str)):
             iterable = [iterable]   # one item, not an iterable of ints or characters
         self.iterable = iterable
         self.encoding = encoding
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self._it: Any = None
         self._item = memoryview(b"")
         self._index = -1

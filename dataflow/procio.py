@@ -175,8 +175,9 @@ class CommandSource(Framed):
                  ok_exit_codes: Iterable[int] = (0,), stderr: str = "capture",
                  split: str = "lines", delimiter: bytes | str = b"\n",
                  max_record_size: int = 0, record_start: str | None = None,
-                 record_size: int = 0, header: bool | None = None):
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+                 record_size: int = 0, header: bool | None = None, errors: str = "strict"):
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self.command = children.Command(argv, shell=shell, env=env, cwd=cwd,
                                         ok_exit_codes=ok_exit_codes, stderr=stderr)
         self._child = _Child(self.command)

@@ -4,8 +4,7 @@ record stage to the next inside a worker, encoded once at the end. Pure: no proc
 Formats (`RecordFormat.kind`), chosen by the source's `split`:
 - `lines`: a record is the bytes of a line without its delimiter.
 - `jsonl`: a record is a decoded JSON value (msgspec); blank lines are skipped, as jq does.
-- `csv` / `tsv`: a record is a row, a list of str (UTF-8; invalid bytes survive a round trip
-  as surrogate escapes). Quoted fields may hold newlines. With a header, `columns` names the
+- `csv` / `tsv`: a record is a row, a list of str. Quoted fields may hold newlines. With a header, `columns` names the
   fields; the header is not a record: it is written once, at the start of the output.
 - `bytes`: no records (after a compressor, a chunk-mode function, an external command).
 
@@ -19,6 +18,10 @@ Rules:
 - Fields are named (`status`, `user.id` for nested JSON) or numbered from 1, as in cut and awk
   (CSV columns; whitespace-separated fields of a line).
 - Encoding always ends every record with its delimiter (as cut, awk and jq do).
+- Text is UTF-8. Bytes that are not follow the source's `errors` (`RecordFormat.errors`):
+  `strict` (default) fails naming the line and byte, `surrogateescape` carries each bad byte
+  through as a lone surrogate and writes it back unchanged (CSV, lines; JSON text cannot carry
+  it: writing it as JSON fails), `replace` reads it as U+FFFD.
 - A record that cannot be decoded raises `RecordError` naming the record's line within the
   chunk and its byte offset within the chunk; the worker adds the chunk's place.
 """
@@ -33,6 +36,7 @@ from typing import Any, Callable
 import msgspec
 
 KINDS = ("bytes", "lines", "jsonl", "csv", "tsv")
+ERRORS = ("strict", "surrogateescape", "replace")   # what to do with bytes that are not UTF-8
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
 
@@ -60,6 +64,7 @@ class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):
     columns: tuple[str, ...] | None = None   # known once the header has been read
     header_bytes: bytes | None = None    # the header as read, while the columns are unchanged
     newline: bytes = b"\n"               # csv/tsv: what ends a record on output
+    errors: str = "strict"               # bytes that are not UTF-8: see ERRORS and text()
 
     @property
     def records(self) -> bool:
@@ -93,11 +98,24 @@ class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):
         if kind == "jsonl":
             try:
                 return _json_decoder.decode_lines(data)
+            except UnicodeDecodeError:
+                if self.errors == "replace":
+                    return self.decode(bytes(data).decode("utf-8", "replace").encode())
+                _raise_json_error(bytes(data))
             except msgspec.DecodeError:
                 _raise_json_error(bytes(data))
         if kind in ("csv", "tsv"):
-            return _decode_csv(bytes(data), self.separator)
+            return _decode_csv(bytes(data), self.separator, self.errors)
         raise TypeError(f"a {kind!r} chunk has no records")
+
+    def text(self, data: bytes) -> str:
+        """`data` (a record, or a chunk) as text, by the source's `errors`: strict (a
+        RecordError naming the line and the byte), surrogateescape (each bad byte becomes a
+        lone surrogate, and is written back as the same byte) or replace (U+FFFD)."""
+        try:
+            return data.decode("utf-8", self.errors)
+        except UnicodeDecodeError:
+            raise utf8_error(data) from None
 
     def encode(self, records: list[Any]) -> bytes:
         kind = self.kind
@@ -108,7 +126,10 @@ class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):
             return d.join(r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r
                           for r in records) + d
         if kind == "jsonl":
-            return _json_encoder.encode_lines(records)
+            try:
+                return _json_encoder.encode_lines(records)
+            except UnicodeEncodeError:
+                _raise_unencodable(records)
         if kind in ("csv", "tsv"):
             out = io.StringIO()
             w = csv.writer(out, delimiter=self.separator, lineterminator=self.newline.decode())
@@ -162,7 +183,7 @@ class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):
 
 def with_header(fmt: RecordFormat, header: bytes) -> RecordFormat:
     """`fmt` once its header line has been read: the columns it names, its line end."""
-    rows = _decode_csv(header, fmt.separator) if header else []
+    rows = _decode_csv(header, fmt.separator, fmt.errors) if header else []
     columns = tuple(rows[0]) if rows else None
     newline = b"\r\n" if header.endswith(b"\r\n") else b"\n"
     return msgspec.structs.replace(fmt, columns=columns, header_bytes=header or None,
@@ -229,12 +250,50 @@ def _raise_json_error(data: bytes) -> None:
                 _json_decoder.decode(line)
             except msgspec.DecodeError as e:
                 raise RecordError(f"invalid JSON: {e}", line_no, offset) from None
+            except UnicodeDecodeError as e:
+                raise utf8_error(line, line_no, offset, jsonl=True) from None
         offset += len(line) + 1
     raise RecordError("invalid JSON", 1, 0)  # pragma: no cover - decode_lines agreed it failed
 
 
-def _decode_csv(data: bytes, separator: str) -> list[list[str]]:
-    text = data.decode("utf-8", "surrogateescape")
+def utf8_error(data: bytes, line: int = 0, offset: int = 0,
+               jsonl: bool = False) -> RecordError:
+    """A RecordError for the first byte of `data` that is not UTF-8 (`data` starts on line
+    `line` of the chunk, at chunk byte `offset`; 0: `data` is the chunk)."""
+    try:
+        data.decode("utf-8")
+        at = 0          # pragma: no cover - called on data that does not decode
+    except UnicodeDecodeError as e:
+        at = e.start
+    start = data.rfind(b"\n", 0, at) + 1
+    if not line:
+        line, offset = data.count(b"\n", 0, at) + 1, start
+    else:
+        line, offset = line + data.count(b"\n", 0, at), offset + start
+    fix = "errors: replace (U+FFFD)" if jsonl else \
+        "errors: surrogateescape (pass the bytes through) or errors: replace (U+FFFD)"
+    return RecordError(f"not UTF-8: byte {at - start} of the line is 0x{data[at]:02x}; give the "
+                       f"source {fix}", line, offset)
+
+
+def _raise_unencodable(records: list[Any]) -> None:
+    for i, record in enumerate(records, 1):
+        try:
+            _json_encoder.encode(record)
+        except UnicodeEncodeError as e:
+            bad = e.object[e.start]
+            shown = f"0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else ascii(bad)
+            raise RecordError(f"the byte {shown}, passed through by errors: surrogateescape, "
+                              f"cannot be written as JSON (JSON text is UTF-8): use errors: "
+                              f"replace", record=i) from None
+    raise RecordError("cannot be written as JSON", record=1)  # pragma: no cover
+
+
+def _decode_csv(data: bytes, separator: str, errors: str = "strict") -> list[list[str]]:
+    try:
+        text = data.decode("utf-8", errors)
+    except UnicodeDecodeError:
+        raise utf8_error(data) from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True)
     try:
         return list(reader)

@@ -221,12 +221,13 @@ class FsspecSource(Framed):
                  block_size: int | None = None, split: str = "lines",
                  delimiter: bytes | str = b"\n", max_record_size: int = 0,
                  record_start: str | None = None, record_size: int = 0,
-                 header: bool | None = None):
+                 header: bool | None = None, errors: str = "strict"):
         self.patterns = [os.fspath(urls)] if isinstance(urls, (str, os.PathLike)) \
             else [os.fspath(u) for u in urls]
         if not self.patterns:
             raise ValueError("FsspecSource needs at least one URL")
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self.storage_options = dict(storage_options or {})
         self.block_size = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
         if self.block_size < 1:

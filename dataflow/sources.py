@@ -21,7 +21,7 @@ from typing import Iterator
 
 from .errors import RecordTooLongError, SourceError
 from .framing import CsvFramer, FixedFramer, Framer, RecordStartFramer, RecordTooLong
-from .records import RecordFormat
+from .records import ERRORS, RecordFormat
 from .sizes import format_size
 
 SPLITS = ("lines", "bytes", "jsonl", "csv", "tsv", "fixed")
@@ -36,12 +36,19 @@ class Framed:
     record_start: str | None = None
     record_size = 0
     header: bool | None = None
+    errors = "strict"
 
     def _framing(self, split: str, delimiter: bytes | str, max_record_size: int,
                  record_start: str | None = None, record_size: int = 0,
-                 header: bool | None = None) -> None:
+                 header: bool | None = None, errors: str = "strict") -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if errors not in ERRORS:
+            raise ValueError(f"errors must be one of {', '.join(ERRORS)}, got {errors!r}")
+        if errors == "surrogateescape" and split == "jsonl":
+            raise ValueError("errors: surrogateescape cannot go with split: jsonl: JSON text is "
+                             "UTF-8, with no way to carry other bytes; use errors: replace")
+        self.errors = errors
         self.split = split
         self.delimiter = delimiter.encode() if isinstance(delimiter, str) else delimiter
         self.max_record_size = max_record_size
@@ -77,7 +84,8 @@ class Framed:
                                                                                  "bytes")
         if kind == "lines" and self.record_start is not None:
             kind = "bytes"  # multi-line records: no per-line record stages
-        return RecordFormat(kind=kind, delimiter=self.delimiter, header=bool(self.header))
+        return RecordFormat(kind=kind, delimiter=self.delimiter, header=bool(self.header),
+                            errors=self.errors)
 
 
 class FileSource(Framed):
@@ -86,17 +94,20 @@ class FileSource(Framed):
     def __init__(self, paths: str | os.PathLike | list, *, split: str = "lines",
                  delimiter: bytes | str = b"\n", start: int = 0, end: int | None = None,
                  max_record_size: int = 0, record_start: str | None = None,
-                 record_size: int = 0, header: bool | None = None):
+                 record_size: int = 0, header: bool | None = None, errors: str = "strict"):
         raw = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         self.patterns = [os.fspath(p) for p in raw]
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self.start = start
         self.end = end
         self.paths: list[str] = []
         self._sizes: list[int] = []
+        self._stats: list[os.stat_result] = []   # each file as it was when the job started
         self._index = 0
         self._file = None
-        self._remaining: int | None = None
+        self._pos = 0                  # bytes into the current file
+        self._stop: int | None = None  # where reading the current file ends (None: at EOF)
         self.resume_at = 0  # stream offset open() starts at (a resumed run, see resume.py)
 
     def expand(self) -> list[str]:
@@ -123,6 +134,7 @@ class FileSource(Framed):
             if not os.path.isfile(p):
                 raise SourceError(f"{p} is not a regular file", file=p)
             self._sizes.append(st.st_size)
+            self._stats.append(st)
         if (self.start or self.end is not None) and len(paths) != 1:
             raise SourceError("a byte range needs exactly one file")
         if self.header and len(paths) != 1:
@@ -151,8 +163,7 @@ class FileSource(Framed):
             start, end = self.start, self.end if self.end is not None else self._sizes[0]
             if self.split in ("lines", "jsonl") and self.record_start is None:
                 start, end = self._align(start), self._align(end)
-            self._remaining = max(0, end - start - self.resume_at)
-            self._open_current(start + self.resume_at)
+            self._open_current(min(start + self.resume_at, end), stop=end)
         else:
             at = self.resume_at
             while self._index + 1 < len(self.paths) and at >= self._sizes[self._index]:
@@ -203,33 +214,62 @@ class FileSource(Framed):
                 base += len(buf) - keep
                 buf = buf[len(buf) - keep:] if keep else b""
 
-    def _open_current(self, seek: int = 0) -> None:
+    def _open_current(self, seek: int = 0, stop: int | None = None) -> None:
         self._file = open(self.paths[self._index], "rb", buffering=0)
         if seek:
             self._file.seek(seek)
+        self._pos = seek
+        size = self._sizes[self._index]
+        # a whole file is read up to the size it had at the start (0: a pseudo-file such as
+        # /proc/cpuinfo, which says 0 and has bytes: read to its end)
+        self._stop = stop if stop is not None else (size or None)
 
     def readinto(self, buffer: memoryview) -> int:
-        if self._remaining is not None:
-            if self._remaining <= 0:
-                return 0
-            if len(buffer) > self._remaining:
-                buffer = buffer[:self._remaining]
         while self._file is not None:
-            try:
-                n = self._file.readinto(buffer)
-            except OSError as e:
-                raise SourceError(f"cannot read {self.paths[self._index]}: {e.strerror}",
-                                  file=self.paths[self._index]) from None
-            if n:
-                if self._remaining is not None:
-                    self._remaining -= n
-                return n
+            left = self._stop - self._pos if self._stop is not None else len(buffer)
+            if left > 0:
+                try:
+                    n = self._file.readinto(buffer[:left] if len(buffer) > left else buffer)
+                except OSError as e:
+                    raise SourceError(f"cannot read {self.paths[self._index]}: {e.strerror}",
+                                      file=self.paths[self._index]) from None
+                if n:
+                    self._pos += n
+                    return n
+                if self._stop is not None:
+                    self._changed("shrank while it was read: it had "
+                                  f"{self._sizes[self._index]} bytes when the job started and "
+                                  f"ends at byte {self._pos} now")
+            elif self.start == 0 and self.end is None:
+                self._check_unchanged()
             self._file.close()
             self._file = None
             self._index += 1
-            if self._index < len(self.paths) and self._remaining is None:
+            if self._index < len(self.paths) and not (self.start or self.end is not None):
                 self._open_current()
         return 0
+
+    def _check_unchanged(self) -> None:
+        """A whole file read up to its starting size must still be that file, that size,
+        unmodified: an appended or rewritten input would give an output of neither version."""
+        was = self._stats[self._index]
+        now = os.fstat(self._file.fileno())
+        if (now.st_dev, now.st_ino) != (was.st_dev, was.st_ino):
+            self._changed("was replaced by another file after the job started")
+        if now.st_size > was.st_size:
+            self._changed(f"grew while it was read, from {was.st_size} to {now.st_size} "
+                          f"bytes; to read a growing log up to a point, give a byte range "
+                          f"(end: {was.st_size})")
+        if now.st_size != was.st_size or now.st_mtime_ns != was.st_mtime_ns:
+            self._changed(f"was modified while it was read ({was.st_size} bytes, modified "
+                          f"{_when(was.st_mtime_ns)} at the start; {now.st_size} bytes, modified "
+                          f"{_when(now.st_mtime_ns)} at byte {self._pos})")
+
+    def _changed(self, what: str) -> None:
+        path = self.paths[self._index]
+        ranged = self.start or self.end is not None
+        raise SourceError(f"{path} {what}", file=path, offset=self._pos - self.start if ranged
+                          else sum(self._sizes[:self._index]) + self._pos)
 
     def close(self) -> None:
         if self._file is not None:
@@ -263,8 +303,9 @@ class StdinSource(Framed):
 
     def __init__(self, *, split: str = "lines", delimiter: bytes | str = b"\n",
                  max_record_size: int = 0, fd: int = 0, record_start: str | None = None,
-                 record_size: int = 0, header: bool | None = None):
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+                 record_size: int = 0, header: bool | None = None, errors: str = "strict"):
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self.fd = fd
         self._file = None
 
@@ -308,10 +349,11 @@ class GenerateSource(Framed):
     def __init__(self, size: int, seed: int = 0, *, split: str = "lines",
                  delimiter: bytes | str = b"\n", max_record_size: int = 0,
                  record_start: str | None = None, record_size: int = 0,
-                 header: bool | None = None):
+                 header: bool | None = None, errors: str = "strict"):
         self.total = size
         self.seed = seed
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self._blocks: Iterator[bytes] | None = None
         self._block = memoryview(b"")
 
@@ -344,6 +386,11 @@ class GenerateSource(Framed):
 
     def identities(self) -> list[tuple[int, int]]:
         return []
+
+
+def _when(ns: int) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="microseconds")
 
 
 LINE_COUNT_LIMIT = 4 << 30  # an error's line number is counted up to this far into the input

@@ -170,9 +170,10 @@ class TcpSource(_Endpoint, Framed):
     def __init__(self, address: str, *, listen: bool = False, timeout: float | None = None,
                  split: str = "lines", delimiter: bytes | str = b"\n",
                  max_record_size: int = 0, record_start: str | None = None,
-                 record_size: int = 0, header: bool | None = None):
+                 record_size: int = 0, header: bool | None = None, errors: str = "strict"):
         self._setup(address, listen, timeout)
-        self._framing(split, delimiter, max_record_size, record_start, record_size, header)
+        self._framing(split, delimiter, max_record_size, record_start, record_size, header,
+                     errors)
         self._offset = 0
 
     def _fail(self, message: str) -> SourceError:

@@ -140,7 +140,12 @@ class Worker:
                 seconds.append(time.perf_counter() - t0)
                 summaries.append(info.summary)
             if isinstance(data, Batch):
-                data = data.encode()
+                try:
+                    data = data.encode()
+                except Exception as e:      # the last record stage's records cannot be written
+                    last = len(self.stages) - 1
+                    self.fail(task.seq, last, _name(self.stages[last]), e)
+                    return
             if first and self.header_at == len(self.stages) and self.header_out:
                 data = [self.header_out, *(data if isinstance(data, list) else [data])] \
                     if not hasattr(data, "__next__") else _prepend(self.header_out, data)
@@ -299,6 +304,8 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # also drops a Ctrl-C pending since birth
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by our parent
+    if os.environ.pop("_DATAFLOW_SAFE_PATH", None):    # set for our start (coordinator.py)
+        os.environ.pop("PYTHONSAFEPATH", None)
     _die_with_parent(parent_pid)
     arena = Arena.attach(arena_name, slots, slot_size)
     w = Worker(conn, arena, [], context)

@@ -375,10 +375,15 @@ def test_top_past_capacity_is_approximate_with_bounds(tmp_path):
 def test_values_that_are_not_utf8_are_counted_and_shown_escaped(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_bytes(b"k,v\n\xff,1\nok,2\n\xff,3\n\"\xfe\nx\",4\n")
-    got = fold(tmp_path, (str(path), {"split": "csv"}), lambda: Top("k"))
+    with pytest.raises(StageError, match=r"not UTF-8: byte 0 of the line is 0xff; give the source "
+                       r"errors: surrogateescape .*bad.csv: byte 4 \(line 2\)"):
+        fold(tmp_path, (str(path), {"split": "csv"}), lambda: Top("k"))
+    got = fold(tmp_path, (str(path), {"split": "csv", "errors": "surrogateescape"}),
+               lambda: Top("k"))
     assert got["top"] == [{"value": "\\xff", "count": 2}, {"value": "\\xfe\nx", "count": 1},
                           {"value": "ok", "count": 1}]
-    got = fold(tmp_path, (str(path), {"split": "csv"}), lambda: Sum("v", by="k"))
+    got = fold(tmp_path, (str(path), {"split": "csv", "errors": "surrogateescape"}),
+               lambda: Sum("v", by="k"))
     assert [(g["key"], g["sum"]) for g in got["groups"]] == [("\\xfe\nx", 4), ("\\xff", 4),
                                                             ("ok", 2)]
     lines = tmp_path / "bad.log"

@@ -9,7 +9,7 @@ Rules:
   delimiter gets none.
 - `record` mode: it gets each decoded record of the source's format — a JSON value (jsonl), a
   dict keyed by the header's columns (csv/tsv with a header), a list of str (csv/tsv without),
-  a str (lines, decoded as UTF-8 with surrogate escapes) — and returns a record of the same
+  a str (lines, decoded as UTF-8 as the source's `errors` says) — and returns a record of the same
   kind or None to drop it; a list returned for a JSON record stays one record (a JSON array).
   Consecutive record stages share one decode (see records.py).
 - The reference and the signature are checked by `dataflow validate`, before any worker starts.
@@ -118,18 +118,20 @@ class PythonFunction(RecordTransform):
         fn = self.fn
         kw = self.kw
         cols = self.columns
-        kind = self.input_format.kind
+        text = self.input_format.text if self.input_format.kind == "lines" else None
         out = []
         i = 0
         try:
             for i, rec in enumerate(records):
                 if cols is not None:
                     rec = dict(zip(cols, rec))
-                elif kind == "lines":
-                    rec = rec.decode("utf-8", "surrogateescape")
+                elif text is not None:
+                    rec = text(rec)
                 r = fn(rec, **kw)
                 if r is not None:
                     out.append(r)
+        except RecordError as e:      # a line that is not UTF-8
+            raise RecordError(e.reason, record=i + 1) from None
         except Exception as e:
             raise RecordError(f"{self.ref}: {e}", record=i + 1) from e
         return out

@@ -114,7 +114,8 @@ class Sample(KeptDropped, RecordTransform):
         decoder, get = self.fast
         try:
             records = decoder.decode_lines(data)
-        except msgspec.DecodeError:    # not all objects, or invalid (the general path says where)
+        except (msgspec.DecodeError, UnicodeDecodeError):  # not all objects, or invalid:
+            # the general path says where
             return super().transform(data, chunk)
         lines = json_lines_of(data, len(records))
         if lines is None:              # pragma: no cover - msgspec skipped other lines than we

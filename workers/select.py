@@ -149,7 +149,8 @@ class Select(RecordTransform):
         decoder, out, getters = self.fast
         try:
             records = decoder.decode_lines(data)
-        except msgspec.DecodeError:    # not all objects, or invalid (the general path says where)
+        except (msgspec.DecodeError, UnicodeDecodeError):  # not all objects, or invalid:
+            # the general path says where
             return super().transform(data, chunk)
         if out is not None:
             records = list(starmap(out, zip(*[map(get, records) for get in getters])))
