@@ -43,7 +43,9 @@ def resolve_workers(workers: int | str) -> int:
 
 def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
                   chunk_size: int | str = DEFAULT_CHUNK_SIZE, max_record_size: int | str = 0,
-                  prefetch: int = 2, context: int = 0, source_buffer: int = 0) -> Plan:
+                  prefetch: int = 2, stages: Any = (), source: Any = None) -> Plan:
+    """The memory plan of a job: what its source holds in the coordinator, the context its
+    first stage wants with each chunk and the memory its stages declare per worker count."""
     try:
         chunk = parse_size(chunk_size)
         limit = parse_size(memory_limit)
@@ -53,8 +55,9 @@ def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFA
     if chunk < 1:
         raise UsageError("chunk_size must be at least 1 byte")
     return make_plan(workers=resolve_workers(workers), chunk_size=chunk, memory_limit=limit,
-                     max_record_size=record, prefetch=prefetch, context=context,
-                     source_buffer=source_buffer)
+                     max_record_size=record, prefetch=prefetch, context=context_size(stages),
+                     source_buffer=source_buffer(source),
+                     stage_memory=lambda capacity: stage_memory(stages, capacity))
 
 
 def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
@@ -77,6 +80,13 @@ def source_buffer(source: Any) -> int:
     return int(measure()) if callable(measure) else 0
 
 
+def stage_memory(stages: Any, chunk_size: int) -> int:
+    """What the stages of one worker declare they hold beyond the interpreter and the chunk
+    (`Transform.worker_memory`): an xz encoder's tables, a model loaded in setup."""
+    return sum(max(0, int(s.worker_memory(chunk_size))) for s in stages
+               if hasattr(s, "worker_memory"))
+
+
 def context_size(stages: list[Transform]) -> int:
     """Bytes of preceding stream the first stage wants with each chunk (0 for none)."""
     return max(0, int(getattr(stages[0], "context", 0))) if stages else 0
@@ -91,8 +101,7 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
         source, "max_record_size", 0)
     checked = check_stages(flatten(stages))
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
-                         max_record_size=record, context=context_size(checked),
-                         source_buffer=source_buffer(source))
+                         max_record_size=record, stages=checked, source=source)
     chunk = parse_size(chunk_size)
     per_chunk = _duration(chunk_timeout, "chunk_timeout") if chunk_timeout is not None else None
     if worker_max_chunks is not None:

@@ -112,8 +112,7 @@ def _run(args: argparse.Namespace, stages: list[Any], sink: Any = None) -> Any:
         if getattr(args, "output", None):
             sink = FileSink(args.output, overwrite=args.force)
     plan = api.make_job_plan(workers=_workers(args.workers), memory_limit=args.memory_limit,
-                             chunk_size=args.chunk_size,
-                             context=api.context_size(stages))
+                             chunk_size=args.chunk_size, stages=stages)
     if args.explain:
         print(plan.explain())
         return None

@@ -198,8 +198,8 @@ class Run:
         self.clock = W.ChunkClock(chunk_timeout) if chunk_timeout else None
         spare = max(0, plan.memory_limit - plan.estimate()) // plan.workers
         self.memory = W.MemoryWatchdog(
-            plan.memory_limit, WORKER + SCRATCH * plan.slot_size,
-            allowance=max(W.MIN_ALLOWANCE, SCRATCH * plan.slot_size + spare),
+            plan.memory_limit, WORKER + plan.stage_memory + SCRATCH * plan.slot_size,
+            allowance=max(W.MIN_ALLOWANCE, plan.stage_memory + SCRATCH * plan.slot_size + spare),
             can_retire=not any(getattr(s, "flushes", False) for s in stages))
 
     # ------------------------------------------------------------------ processes

@@ -110,6 +110,12 @@ class Transform:
     def setup(self) -> None:
         """Once per worker, before the first chunk: compile, load, connect."""
 
+    def worker_memory(self, chunk_size: int) -> int:
+        """Bytes this stage holds in each worker beyond the chunk it is given and the output it
+        builds (an encoder's tables, a model loaded in setup), for chunks of `chunk_size`. The
+        memory plan sets this much aside per worker, and the watchdog allows it."""
+        return 0
+
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
         return data
 

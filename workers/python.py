@@ -18,6 +18,7 @@ Rules:
   traceback; the engine adds the chunk and the stream offset.
 - `setup` (optional, `module:function`) is called once per worker with `args`; what it
   returns is passed to the function as `state=`: load a model or compile a pattern once.
+  `memory` (a size) is what it holds per worker: the memory plan sets it aside.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ from typing import Any, Literal
 import msgspec
 
 from dataflow.records import RecordError
+from dataflow.predicates import OptionError
 from dataflow.registry import resolve
+from dataflow.sizes import parse_size
 from dataflow.streams import ChunkInfo, RecordTransform
 
 
@@ -40,15 +43,20 @@ class PythonFunction(RecordTransform):
         args: dict[str, Any] = {}
         delimiter: str = "\n"
         setup: str | None = None
+        memory: int | str = 0     # what setup loads (a model), per worker: 200MiB
 
     def __init__(self, callable: str, mode: str = "chunk", args: dict[str, Any] | None = None,
-                 delimiter: str = "\n", setup: str | None = None):
+                 delimiter: str = "\n", setup: str | None = None, memory: int | str = 0):
         self.ref = callable
         self.mode = mode
         self.record_mode = mode == "record"   # the worker hands it decoded records
         self.args = dict(args or {})
         self.delimiter = delimiter.encode("utf-8", "surrogateescape")
         self.setup_ref = setup
+        try:
+            self.memory = parse_size(memory)
+        except ValueError as e:
+            raise OptionError(str(e), ["memory"]) from None
         self.fn: Any = None
         self.kw: dict[str, Any] = self.args
 
@@ -67,6 +75,9 @@ class PythonFunction(RecordTransform):
         if not callable(fn):
             raise TypeError(f"{self.ref} is not callable")
         _check_call(fn, self.ref, (b"",), extra, "")
+
+    def worker_memory(self, chunk_size: int) -> int:
+        return self.memory
 
     def bind(self, fmt: Any) -> Any:
         if self.mode == "record":
