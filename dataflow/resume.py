@@ -116,7 +116,8 @@ def job_key(source: Any, stages: list[Any], *, capacity: int, chunk_size: int,
     """A hash of everything that decides the output bytes."""
     description = {
         "source": [source.patterns, source.split, source.delimiter.hex(), source.start,
-                   source.end, source.record_start, source.record_size, source.header],
+                   source.end, source.record_start, source.record_size, source.header,
+                   source.errors],
         "stages": [s.spec() for s in stages],
         "chunking": [capacity, chunk_size, context],
     }
