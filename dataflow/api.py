@@ -43,9 +43,11 @@ def resolve_workers(workers: int | str) -> int:
 
 def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFAULT_MEMORY_LIMIT,
                   chunk_size: int | str = DEFAULT_CHUNK_SIZE, max_record_size: int | str = 0,
-                  prefetch: int = 2, stages: Any = (), source: Any = None) -> Plan:
-    """The memory plan of a job: what its source holds in the coordinator, the context its
-    first stage wants with each chunk and the memory its stages declare per worker count."""
+                  prefetch: int = 2, stages: Any = (), source: Any = None,
+                  sink: Any = None) -> Plan:
+    """The memory plan of a job: what its source and sink hold outside it (HTTP parts, a tee
+    branch's own job), the context its first stage wants with each chunk and the memory its
+    stages declare per worker."""
     try:
         chunk = parse_size(chunk_size)
         limit = parse_size(memory_limit)
@@ -56,7 +58,7 @@ def make_job_plan(*, workers: int | str = "auto", memory_limit: int | str = DEFA
         raise UsageError("chunk_size must be at least 1 byte")
     return make_plan(workers=resolve_workers(workers), chunk_size=chunk, memory_limit=limit,
                      max_record_size=record, prefetch=prefetch, context=context_size(stages),
-                     source_buffer=source_buffer(source),
+                     source_buffer=source_buffer(source) + source_buffer(sink),
                      stage_memory=lambda capacity: stage_memory(stages, capacity))
 
 
@@ -75,7 +77,8 @@ def check_stages(stages: tuple[Any, ...] | list[Any]) -> list[Transform]:
 
 
 def source_buffer(source: Any) -> int:
-    """Bytes the source holds in the coordinator besides the slots (0 for most)."""
+    """Bytes the source (or sink) holds besides the slots (0 for most): HTTP range parts in
+    the coordinator, a tee branch's own job."""
     measure = getattr(source, "buffer_bytes", None)
     return int(measure()) if callable(measure) else 0
 
@@ -96,12 +99,12 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
          chunk_size: int | str, ordered: bool, max_record_size: int | str | None,
          progress: Any, start_method: str, max_attempts: int = 4,
          chunk_timeout: float | str | None = None, worker_max_chunks: int | None = None,
-         cancel: Any = None, timeout: float | str | None = None) -> Run:
+         cancel: Any = None, timeout: float | str | None = None, sink: Any = None) -> Run:
     record = max_record_size if max_record_size is not None else getattr(
         source, "max_record_size", 0)
     checked = check_stages(flatten(stages))
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
-                         max_record_size=record, stages=checked, source=source)
+                         max_record_size=record, stages=checked, source=source, sink=sink)
     chunk = parse_size(chunk_size)
     per_chunk = _duration(chunk_timeout, "chunk_timeout") if chunk_timeout is not None else None
     if worker_max_chunks is not None:
@@ -177,7 +180,7 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
                chunk_size=chunk_size, ordered=ordered, max_record_size=max_record_size,
                progress=progress, start_method=start_method, max_attempts=max_attempts,
                chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks,
-               cancel=cancel, timeout=timeout)
+               cancel=cancel, timeout=timeout, sink=sink)
     if hasattr(source, "resolve") and not getattr(source, "paths", None):
         source.resolve()
     if hasattr(sink, "check"):

@@ -58,7 +58,7 @@ def _plan(job: Any) -> Any:
         return api.make_job_plan(workers=spec.workers, memory_limit=spec.memory_limit,
                                  chunk_size=spec.chunk_size,
                                  max_record_size=job.source.max_record_size,
-                                 stages=job.stages, source=job.source)
+                                 stages=job.stages, source=job.source, sink=job.sink)
     except ResourceError as e:
         raise ConfigError(str(e), path="memory_limit", file=job.file) from None
 

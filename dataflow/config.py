@@ -101,6 +101,12 @@ class SinkSpec(msgspec.Struct, forbid_unknown_fields=True):
     suffix: str = ""          # directory: added to each output name
     strip_suffix: str = ""    # directory: removed from each input name first (".gz")
     root: str | None = None   # directory: input paths are mirrored relative to this
+    # a tee branch with stages of its own (a Branch: a job of its own, fed by the tee)
+    stages: list[Any] | None = None
+    workers: int | Literal["auto"] = "auto"
+    memory_limit: Size = "128MiB"
+    chunk_size: Size = "4MiB"
+    split: Literal["lines", "bytes", "jsonl", "csv", "tsv"] | None = None
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -448,8 +454,9 @@ def _size(value: Any, parts: list[str | int], node: Any, file: str) -> int:
         raise _error(str(e), parts, node, file) from None
 
 
-def _build_stage(i: int, entry: Any, node: Any, file: str) -> Any:
-    here: list[str | int] = ["stages", i]
+def _build_stage(i: int, entry: Any, node: Any, file: str,
+                 prefix: tuple[str | int, ...] = ()) -> Any:
+    here: list[str | int] = [*prefix, "stages", i]
     if isinstance(entry, str):
         entry = {entry: None}
     if not isinstance(entry, dict) or len(entry) != 1:
@@ -677,6 +684,42 @@ _SINK_OPTIONS = {"sync": ("file", "directory"), "suffix": ("directory",),
                  "cwd": ("command",), "ok_exit_codes": ("command",), "stderr": ("command",)}
 
 
+_BRANCH_OPTIONS = ("stages", "workers", "memory_limit", "chunk_size", "split")
+_BRANCH_DEFAULTS = {k: SinkSpec.__struct_defaults__[SinkSpec.__struct_fields__.index(k)]
+                    for k in _BRANCH_OPTIONS}
+
+
+def _given(spec: SinkSpec, key: str) -> bool:
+    return getattr(spec, key) != _BRANCH_DEFAULTS[key]
+
+
+def _branch(spec: SinkSpec, sink: Any, node: Any, file: str, parts: list[str | int],
+            index: int) -> Any:
+    """A tee branch with stages of its own: a Branch running them into `sink`."""
+    from .branch import Branch
+    from .iterables import IterableSource
+
+    here = tuple(parts)
+    for key in ("memory_limit", "chunk_size"):
+        if _size(getattr(spec, key), parts + [key], node, file) < 1:
+            raise _error("must be at least 1 byte", parts + [key], node, file)
+    if isinstance(spec.workers, int) and spec.workers < 1:
+        raise _error("must be at least 1 (or 'auto')", parts + ["workers"], node, file)
+    assert spec.stages is not None
+    if not spec.stages:
+        raise _error("a tee branch's stages cannot be empty (leave them out)",
+                     parts + ["stages"], node, file)
+    # the branch's records: as its split says (by default lines, or bytes for byte stages)
+    probe = [_build_stage(i, e, node, file, here) for i, e in enumerate(spec.stages)]
+    flat = [s for b in probe for s in (b if isinstance(b, list) else [b])]
+    split = spec.split or ("lines" if any(s.needs_records for s in flat) else "bytes")
+    fmt = IterableSource([], split=split).record_format()
+    stages = _build_chain(spec.stages, here, fmt, node, file)
+    return _built(lambda: Branch(*stages, sink, workers=spec.workers,
+                                 memory_limit=spec.memory_limit, chunk_size=spec.chunk_size,
+                                 split=split, name=f"branch {index}"), parts, node, file)
+
+
 def _build_sink(spec: SinkSpec, node: Any, file: str,
                 parts: list[str | int] | None = None) -> Any:
     from .directory import DirectorySink
@@ -697,6 +740,12 @@ def _build_sink(spec: SinkSpec, node: Any, file: str,
                           line=_line_of(node, parts))
     kind = kinds[0] if kinds else "stdout"
     _kind_options(spec, kind, _SINK_OPTIONS, "sink", node, file, parts)
+    in_tee = len(parts) >= 2 and parts[-2] == "tee"
+    for key in _BRANCH_OPTIONS:
+        if (not in_tee or spec.stages is None) and _given(spec, key):
+            raise _error(f"{key} goes with a tee branch that has stages of its own" if in_tee
+                         else f"{key} goes with a tee branch (sink: {{tee: [...]}}); the job's "
+                         f"own stages are the top-level `stages`", parts + [key], node, file)
     if kind == "url":
         if _is_http(spec.url):
             raise _error("there is no HTTP sink: write to a file, an fsspec URL (s3://...), "
@@ -737,6 +786,8 @@ def _build_sink(spec: SinkSpec, node: Any, file: str,
             if isinstance(b, (DirectorySink, Tee)):
                 raise _error(f"a tee branch cannot be a {type(b).__name__}",
                              parts + ["tee", i], node, file)
+            if spec.tee[i].stages is not None:
+                branches[i] = _branch(spec.tee[i], b, node, file, parts + ["tee", i], i)
         return Tee(*branches)
     if kind == "null":
         return NullSink()
@@ -795,34 +846,42 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         raise _error("must be at least 1 (or left out: workers are kept for the whole job)",
                      ["worker_max_chunks"], node, path)
     source = _build_source(spec.source, node, path)
+    stages = _build_chain(spec.stages, (), source.record_format(), node, path)
+    sink = _build_sink(spec.sink, node, path)
+    return Job(spec, source, stages, sink, path)
+
+
+def _build_chain(entries: list[Any], prefix: tuple[str | int, ...], fmt: Any, node: Any,
+                 path: str) -> list[Any]:
+    """The stages at `prefix`.stages (the job's, or a tee branch's), placed and bound to the
+    records `fmt` that come in."""
     stages: list[Any] = []
     origin: list[int] = []      # the YAML stage each built stage comes from (compose: many)
-    for i, entry in enumerate(spec.stages):
-        built = _build_stage(i, entry, node, path)
+    for i, entry in enumerate(entries):
+        built = _build_stage(i, entry, node, path, prefix)
         more = built if isinstance(built, list) else [built]
         stages.extend(more)
         origin.extend([i] * len(more))
     for i, stage in enumerate(stages):
-        if i > 0 and stage.reads_source:
+        if (i > 0 or prefix) and stage.reads_source:
             raise _error(f"{stage.name} decodes the source's bytes, so it must be the first "
-                         f"stage", ["stages", origin[i]], node, path)
+                         f"stage of the job", [*prefix, "stages", origin[i]], node, path)
         problem = placement(stages, i)
         if problem:
-            raise _error(f"{stage.name} {problem}", ["stages", origin[i]], node, path)
+            raise _error(f"{stage.name} {problem}", [*prefix, "stages", origin[i]], node, path)
     try:
-        bind_chain(stages, source.record_format())
+        bind_chain(stages, fmt)
     except ValueError as e:
         i = getattr(e, "stage_index", 0)
         field = [e.field] if getattr(e, "field", None) else []  # type: ignore[attr-defined]
         if field and isinstance(getattr(e, "path", None), list):
             field = e.path
         message = getattr(e, "reason", None) if field else None
-        key = "compose" if spec.stages and isinstance(spec.stages[origin[i]], dict) and \
-            "compose" in spec.stages[origin[i]] else stages[i].name
-        raise _error(message or str(e), ["stages", origin[i], key, *field], node,
+        key = "compose" if entries and isinstance(entries[origin[i]], dict) and \
+            "compose" in entries[origin[i]] else stages[i].name
+        raise _error(message or str(e), [*prefix, "stages", origin[i], key, *field], node,
                      path) from None
-    sink = _build_sink(spec.sink, node, path)
-    return Job(spec, source, stages, sink, path)
+    return stages
 
 
 __all__ = ["load_job", "apply_override", "Job", "JobSpec", "DataflowError"]

@@ -70,8 +70,9 @@ class Plan:
         declared = ([f"  stages' own memory   {format_size(self.workers * self.stage_memory):>12}"
                      f"   {self.workers} workers x {format_size(self.stage_memory)} (declared by "
                      f"the stages)"] if self.stage_memory else [])
-        buffered = ([f"  source buffers       {format_size(self.source_buffer):>12}   held by "
-                     f"the source in the coordinator"] if self.source_buffer else [])
+        buffered = ([f"  set aside            {format_size(self.source_buffer):>12}   held by "
+                     f"the source or sink (HTTP parts, tee branches' own jobs)"]
+                    if self.source_buffer else [])
         return "\n".join([
             f"memory_limit           {format_size(self.memory_limit):>12}",
             f"  interpreters         {format_size(fixed):>12}   coordinator {format_size(COORDINATOR)}"
@@ -122,8 +123,8 @@ def make_plan(*, workers: int, chunk_size: int, memory_limit: int, max_record_si
                 f"worker{'s' if workers != 1 else ''}: at least {need} bytes "
                 f"({format_size(need)}) are needed ({min_slots} slots of "
                 f"{format_size(slot_size)} plus interpreters"
-                + (f" and {format_size(source_buffer)} of source buffers" if source_buffer
-                   else "")
+                + (f" and {format_size(source_buffer)} set aside for the source and sink"
+                   if source_buffer else "")
                 + (f" and {format_size(stage_memory)} per worker that the stages declare"
                    if stage_memory else "")
                 + "); raise memory_limit, lower workers or max_record_size")

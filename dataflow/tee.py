@@ -10,6 +10,7 @@ Rules:
   with an ok code: `SinkClosedEarly`) is dropped and the others go on; when the last one
   leaves, the job ends quietly. Any other error in one branch fails the job, and every
   branch is aborted.
+- A branch with stages of its own is a `Branch` (branch.py): a job of its own, fed in order.
 - `close` commits the branches in order. Commits cannot be made atomic across several files:
   if one fails, the branches after it are aborted, those before it stay committed (their
   outputs are complete and correct), and the error names the branch.
@@ -36,6 +37,10 @@ class Tee:
         self.live = list(sinks)
         self.ended: list[tuple[int, BaseException]] = []   # branches whose reader left early
         self.bytes = 0
+
+    def buffer_bytes(self) -> int:
+        """What the branches hold outside the job's plan (a Branch runs a job of its own)."""
+        return sum(int(s.buffer_bytes()) for s in self.sinks if hasattr(s, "buffer_bytes"))
 
     def check(self, input_ids: list[tuple[int, int]]) -> None:
         paths = [getattr(s, "path", None) for s in self.sinks]

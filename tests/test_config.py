@@ -176,7 +176,8 @@ ERRORS = [
      "job.yaml:2: sink.zzz: unknown key 'zzz'; expected one of: file, stdout, null, directory, "
      "tee, url, tcp, command, storage_options, part_size, listen, timeout, close_timeout, "
      "shell, env, cwd, "
-     "ok_exit_codes, stderr, sync, suffix, strip_suffix, root",
+     "ok_exit_codes, stderr, sync, suffix, strip_suffix, root, stages, workers, memory_limit, "
+     "chunk_size, split",
      "sink.zzz", 2),
     ("unknown source key",
      """
