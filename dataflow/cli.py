@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from . import api
+from .branch import Branch
 from .config import load_job
 from .errors import ConfigError, DataflowError, Interrupted, ResourceError, UsageError
 from .progress import Progress, summary
@@ -73,8 +74,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.stats:
         _check_writable(args.stats, "--stats")
     _check_sink(job, args.force)
-    ends = [("source", job.source)] + [("sink", s) for s in getattr(job.sink, "sinks",
-                                                                      [job.sink])]
+    ends = [("source", job.source)] + [("sink", s) for s in _leaf_sinks(job.sink)]
     for role, end in ends:
         if getattr(end, "listen", False) and hasattr(end, "bind"):
             address = end.bind()     # before the job: the peer may be waiting to connect
@@ -112,10 +112,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaf_sinks(sink: Any) -> list[Any]:
+    """The sinks that write somewhere: a tee's branches (a Branch's own sink), or the sink."""
+    return [getattr(s, "sink", s) if isinstance(s, Branch) else s
+            for s in getattr(sink, "sinks", [sink])]
+
+
 def _check_sink(job: Any, force: bool) -> None:
     """Refuse, before anything starts, an output that cannot or must not be written."""
     sink = job.sink
-    for s in getattr(sink, "sinks", [sink]):   # a tee's branches, or the sink itself
+    for s in _leaf_sinks(sink):
         if hasattr(s, "overwrite"):
             s.overwrite = force  # the final rename refuses a file that appears meanwhile too
     if not hasattr(sink, "check"):

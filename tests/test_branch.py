@@ -64,6 +64,16 @@ chunk_size: 1MiB
     assert count == {"records": expected.count(b"\n"), "bytes": len(expected)}
     r = run_cli("run", str(job), "--explain")
     assert b"set aside" in r.stdout and b"tee branches' own jobs" in r.stdout
+    r = run_cli("run", str(job), "--quiet")     # the outputs exist now: a branch's too
+    assert r.returncode == 2
+    assert f"{tmp_path}/plain.log already exists; use --force".encode() in r.stderr
+    (tmp_path / "plain.log").unlink()
+    r = run_cli("run", str(job), "--quiet")
+    assert r.returncode == 2
+    assert f"{tmp_path}/plain.log.zst already exists; use --force".encode() in r.stderr
+    r = run_cli("run", str(job), "--quiet", "--force")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "plain.log").read_bytes() == expected
 
 
 def test_a_failing_branch_fails_the_job_and_commits_nothing(tmp_path, sample_log):
