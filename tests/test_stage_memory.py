@@ -91,5 +91,7 @@ def test_a_stage_holding_what_it_declares_stays_under_the_limit_without_recyclin
                               dataflow.NullSink(), workers=2, memory_limit=limit,
                               chunk_size="8MiB")
     assert stats.slots < 14
-    assert stats.recycled == 0 and stats.paused_seconds == 0
-    assert 0 < stats.peak_memory <= limit, (stats.peak_memory, limit)
+    shown = (stats.recycled, stats.paused_seconds, stats.memory_kills, stats.retries,
+             stats.peak_memory, limit)
+    assert stats.recycled == 0 and stats.paused_seconds == 0, shown
+    assert 0 < stats.peak_memory <= limit, shown
