@@ -99,7 +99,8 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
          chunk_size: int | str, ordered: bool, max_record_size: int | str | None,
          progress: Any, start_method: str, max_attempts: int = 4,
          chunk_timeout: float | str | None = None, worker_max_chunks: int | None = None,
-         cancel: Any = None, timeout: float | str | None = None, sink: Any = None) -> Run:
+         cancel: Any = None, timeout: float | str | None = None, sink: Any = None,
+         nested: bool = False) -> Run:
     record = max_record_size if max_record_size is not None else getattr(
         source, "max_record_size", 0)
     checked = check_stages(flatten(stages))
@@ -124,7 +125,8 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
                chunk_size=chunk, progress=progress,
                start_method=start_method, max_attempts=max_attempts,
                chunk_timeout=per_chunk, worker_max_chunks=worker_max_chunks, cancel=cancel,
-               timeout=_duration(timeout, "timeout") if timeout is not None else None)
+               timeout=_duration(timeout, "timeout") if timeout is not None else None,
+               nested=nested)
     run.decoder = decoder
     return run
 
@@ -144,12 +146,14 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
              chunk_timeout: float | str | None = None,
              worker_max_chunks: int | None = None, resume: bool = False,
              checkpoint_interval: float | str = 10.0, cancel: Any = None,
-             timeout: float | str | None = None) -> Stats:
+             timeout: float | str | None = None, _nested: bool = False) -> Stats:
     """Run source -> transforms -> sink (the last argument) and return the job's Stats.
 
     A file-to-file job saves checkpoints as it goes; `resume=True` continues a killed run of
     the same job from its last one (see dataflow/resume.py). `cancel` takes a CancelToken
-    (cancel.py); `timeout` (seconds, or "10m") stops the job with JobTimeout past it."""
+    (cancel.py); `timeout` (seconds, or "10m") stops the job with JobTimeout past it.
+    (`_nested`: run inside another job's process, by a tee Branch: its memory is not this
+    job's.)"""
     if not stages_and_sink:
         raise UsageError("pipeline() needs a sink as its last argument")
     *stages, sink = stages_and_sink
@@ -180,7 +184,7 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
                chunk_size=chunk_size, ordered=ordered, max_record_size=max_record_size,
                progress=progress, start_method=start_method, max_attempts=max_attempts,
                chunk_timeout=chunk_timeout, worker_max_chunks=worker_max_chunks,
-               cancel=cancel, timeout=timeout, sink=sink)
+               cancel=cancel, timeout=timeout, sink=sink, nested=_nested)
     if hasattr(source, "resolve") and not getattr(source, "paths", None):
         source.resolve()
     if hasattr(sink, "check"):

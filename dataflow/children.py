@@ -44,6 +44,11 @@ from typing import Any, Iterable
 from .errors import DataflowError
 from .sizes import format_size
 
+# Held while this process starts a child. The coordinator starts its workers under it with
+# PYTHONSAFEPATH set in os.environ (coordinator._starting_workers): a command started meanwhile
+# from another thread (a CommandSink, a tee branch's job) must not inherit that.
+STARTING = threading.RLock()
+
 STDERR_KEEP = 64 << 10      # bytes of stderr kept per command, for the error message
 STDERR_LINES = 20           # lines of it shown
 LINE_CHARS = 300            # characters shown of one stderr line
@@ -204,11 +209,12 @@ class Command:
         _spawning = True
         try:
             try:
-                proc = subprocess.Popen(
-                    self._spawn_argv, stdin=stdin, stdout=stdout,
-                    stderr=subprocess.PIPE if self.stderr == "capture" else None, bufsize=0,
-                    close_fds=True, cwd=self.cwd, env=self._popen_env,
-                    start_new_session=True, preexec_fn=self._preexec)
+                with STARTING:   # not while the coordinator sets PYTHONSAFEPATH for spawn
+                    proc = subprocess.Popen(
+                        self._spawn_argv, stdin=stdin, stdout=stdout,
+                        stderr=subprocess.PIPE if self.stderr == "capture" else None,
+                        bufsize=0, close_fds=True, cwd=self.cwd, env=self._popen_env,
+                        start_new_session=True, preexec_fn=self._preexec)
             except OSError as e:
                 raise CommandError(f"cannot run `{self.shown}`: {e.strerror or e}",
                                    argv=self.run_argv) from None

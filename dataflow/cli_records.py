@@ -86,10 +86,8 @@ def _common(p: argparse.ArgumentParser, *, split: bool = False, output: bool = T
 def _source(args: argparse.Namespace) -> Any:
     kw = {"split": getattr(args, "split", "lines"), "errors": getattr(args, "errors", "strict")}
     files = [f for f in args.files if f != "-"]
-    if len(files) != len(args.files):
-        if files:
-            raise UsageError("standard input ('-') cannot be mixed with files")
-        return StdinSource(**kw)
+    if files and len(files) != len(args.files):
+        raise UsageError("standard input ('-') cannot be mixed with files")
     try:
         return FileSource(files, **kw) if files else StdinSource(**kw)
     except ValueError as e:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from .errors import ConfigError, DataflowError, SinkError
+from .errors import ConfigError, DataflowError, ResourceError, SinkError
 from .records import bind_chain, placement
 from .registry import STAGES, stage_class
 from .sizes import parse_duration, parse_size
@@ -107,6 +107,8 @@ class SinkSpec(msgspec.Struct, forbid_unknown_fields=True):
     memory_limit: Size = "128MiB"
     chunk_size: Size = "4MiB"
     split: Literal["lines", "bytes", "jsonl", "csv", "tsv"] | None = None
+    max_record_size: Size | None = None      # default: chunk_size
+    errors: Literal["strict", "surrogateescape", "replace"] = "strict"
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -684,7 +686,8 @@ _SINK_OPTIONS = {"sync": ("file", "directory"), "suffix": ("directory",),
                  "cwd": ("command",), "ok_exit_codes": ("command",), "stderr": ("command",)}
 
 
-_BRANCH_OPTIONS = ("stages", "workers", "memory_limit", "chunk_size", "split")
+_BRANCH_OPTIONS = ("stages", "workers", "memory_limit", "chunk_size", "split", "max_record_size",
+                   "errors")
 _BRANCH_DEFAULTS = {k: SinkSpec.__struct_defaults__[SinkSpec.__struct_fields__.index(k)]
                     for k in _BRANCH_OPTIONS}
 
@@ -700,8 +703,9 @@ def _branch(spec: SinkSpec, sink: Any, node: Any, file: str, parts: list[str | i
     from .iterables import IterableSource
 
     here = tuple(parts)
-    for key in ("memory_limit", "chunk_size"):
-        if _size(getattr(spec, key), parts + [key], node, file) < 1:
+    for key in ("memory_limit", "chunk_size", "max_record_size"):
+        if getattr(spec, key) is not None and \
+                _size(getattr(spec, key), parts + [key], node, file) < 1:
             raise _error("must be at least 1 byte", parts + [key], node, file)
     if isinstance(spec.workers, int) and spec.workers < 1:
         raise _error("must be at least 1 (or 'auto')", parts + ["workers"], node, file)
@@ -713,11 +717,17 @@ def _branch(spec: SinkSpec, sink: Any, node: Any, file: str, parts: list[str | i
     probe = [_build_stage(i, e, node, file, here) for i, e in enumerate(spec.stages)]
     flat = [s for b in probe for s in (b if isinstance(b, list) else [b])]
     split = spec.split or ("lines" if any(s.needs_records for s in flat) else "bytes")
-    fmt = IterableSource([], split=split).record_format()
+    try:
+        fmt = IterableSource([], split=split, errors=spec.errors).record_format()
+    except ValueError as e:
+        raise _error(str(e), parts + ["errors"], node, file) from None
     stages = _build_chain(spec.stages, here, fmt, node, file)
-    return _built(lambda: Branch(*stages, sink, workers=spec.workers,
-                                 memory_limit=spec.memory_limit, chunk_size=spec.chunk_size,
-                                 split=split, name=f"branch {index}"), parts, node, file)
+    try:
+        return Branch(*stages, sink, workers=spec.workers, memory_limit=spec.memory_limit,
+                      chunk_size=spec.chunk_size, split=split, errors=spec.errors,
+                      max_record_size=spec.max_record_size, name=f"branch {index}")
+    except ResourceError as e:
+        raise _error(str(e), parts + ["memory_limit"], node, file) from None
 
 
 def _build_sink(spec: SinkSpec, node: Any, file: str,

@@ -43,10 +43,10 @@ import psutil
 from . import messages as M
 from . import scheduler as S
 from .errors import (Cancelled, DataflowError, JobTimeout, RemoteTraceback, StageError,
-                     UsageError, WorkerCrashedError)
+                     SourceError, UsageError, WorkerCrashedError)
 from .framing import Framer
 from .limit import RecordLimit
-from .records import RecordFormat, bind_chain, header_position, with_header
+from .records import RecordError, RecordFormat, bind_chain, header_position, with_header
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
 from .shm import Arena
 from .sources import ChunkReader, line_number
@@ -54,6 +54,7 @@ from .streams import Transform
 from .sizes import format_size
 from . import watchdog as W
 from . import worker as worker_module
+from .children import STARTING
 
 MEMORY_SAMPLE_SECONDS = 0.25  # how often the process tree's PSS is measured (~0.4 ms a process)
 MEMORY_SAMPLE_SECONDS_NEAR_LIMIT = 0.1  # ... when it is within 10% of memory_limit
@@ -81,42 +82,40 @@ def _kill_descendants(pid: int) -> None:
                 child.kill()
 
 
-@contextlib.contextmanager
-def _main_module_hidden_unless_needed(specs: bytes) -> Iterator[None]:
-    """spawn re-runs the parent's `__main__` file in each worker; when that "file" does not
-    exist (code read from stdin, a REPL) and no transform lives in `__main__`, skip it."""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if path is None or os.path.exists(path) or b"__main__:" in specs:
-        yield
-        return
-    del main.__file__  # type: ignore[union-attr]
-    try:
-        yield
-    finally:
-        main.__file__ = path  # type: ignore[union-attr]
-
-
 SAFE_PATH_OURS = "_DATAFLOW_SAFE_PATH"   # set with PYTHONSAFEPATH when the user had not set it
 
 
 @contextlib.contextmanager
-def _safe_path() -> Iterator[None]:
-    """Start children with PYTHONSAFEPATH: spawn runs `python -c ...`, which would put the
-    current directory first on sys.path, so a `pickle.py` or `json.py` lying there would run in
-    every worker (and in the resource tracker) before our code. The worker then gets the
-    parent's sys.path, where the current directory is last (cli._importable_cwd), and drops the
-    variable again (worker.main) unless the user had set it, so commands it runs see the
-    environment as it was."""
-    if "PYTHONSAFEPATH" in os.environ:
-        yield
-        return
-    os.environ["PYTHONSAFEPATH"] = os.environ[SAFE_PATH_OURS] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop("PYTHONSAFEPATH", None)
-        os.environ.pop(SAFE_PATH_OURS, None)
+def _starting_workers(specs: bytes = b"") -> Iterator[None]:
+    """Around starting workers (and multiprocessing's resource tracker), one job at a time in
+    this process (children.STARTING: jobs run in threads too, a tee branch's or apipeline's):
+
+    - PYTHONSAFEPATH is set: spawn runs `python -c ...`, which would put the current directory
+      first on sys.path, so a `pickle.py` or `json.py` lying there would run in every worker
+      (and in the tracker) before our code. The worker gets the parent's sys.path, where the
+      current directory is last (cli._importable_cwd), and drops the variable again
+      (worker.main) unless the user had set it, so the commands it runs see the environment
+      as it was.
+    - spawn re-runs the parent's `__main__` file in each worker; when that "file" does not
+      exist (code read from stdin, a REPL) and no transform lives in `__main__`, it is hidden.
+    """
+    with STARTING:
+        ours = "PYTHONSAFEPATH" not in os.environ
+        if ours:
+            os.environ["PYTHONSAFEPATH"] = os.environ[SAFE_PATH_OURS] = "1"
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        hide = path is not None and not os.path.exists(path) and b"__main__:" not in specs
+        if hide:
+            del main.__file__  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            if hide:
+                main.__file__ = path  # type: ignore[union-attr]
+            if ours:
+                os.environ.pop("PYTHONSAFEPATH", None)
+                os.environ.pop(SAFE_PATH_OURS, None)
 
 
 class Stats(msgspec.Struct):
@@ -158,8 +157,11 @@ class Run:
                  chunk_size: int = 0, progress: Any = None, start_method: str = "spawn",
                  max_attempts: int = 4, chunk_timeout: float | None = None,
                  worker_max_chunks: int | None = None, cancel: Any = None,
-                 timeout: float | None = None):
+                 timeout: float | None = None, nested: bool = False):
         self.source = source
+        # a job run inside another job's process (a tee branch): that process's memory is the
+        # other job's; this one counts its workers and its arena
+        self.nested = nested
         self.cancel = cancel      # a CancelToken (cancel.py): waited on next to the workers
         self.timeout = timeout    # seconds the whole job may take (JobTimeout past it)
         self._deadline = float("inf")
@@ -215,7 +217,7 @@ class Run:
         # signal stays pending and is delivered the moment the mask is restored
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            with _main_module_hidden_unless_needed(self.specs), _safe_path():
+            with _starting_workers(self.specs):
                 p.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -263,11 +265,15 @@ class Run:
         self._last_sample = now
         total = 0
         uss: dict[int, int] = {}
-        pids: list[tuple[int | None, int]] = [(None, os.getpid())]
+        pids: list[tuple[int | None, int]] = []
+        if self.nested:
+            total = self.arena.slots * self.arena.slot_size if self.arena is not None else 0
+        else:
+            pids.append((None, os.getpid()))
         pids += [(i, p.pid) for i, p in self.procs.items()]
         pids += [(None, p.pid) for p in self.retired]
         tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
-        if tracker:  # spawn's helper process is part of our tree's memory too
+        if tracker and not self.nested:  # spawn's helper is part of our tree's memory too
             pids.append((None, tracker))
         for index, pid in pids:
             proc = self._psutil.get(pid)
@@ -360,9 +366,10 @@ class Run:
         if self.cancel is not None:
             self.cancel.acquire()   # its descriptor stays open while we wait on it
         try:
-            with contextlib.suppress(psutil.Error, OSError):
-                own = psutil.Process().memory_full_info().pss
-                self.stats.host_memory = max(0, own - COORDINATOR)
+            if not self.nested:
+                with contextlib.suppress(psutil.Error, OSError):
+                    own = psutil.Process().memory_full_info().pss
+                    self.stats.host_memory = max(0, own - COORDINATOR)
             self.arena = Arena.create(plan.slots, plan.slot_size)
             self.source.open()
             if point is not None and plan.context:
@@ -370,7 +377,7 @@ class Run:
             self._bind(reader, point)
             # spawn starts this helper on first use and unblocks SIGINT around it, which would
             # undo the mask _start_worker relies on: start it first
-            with _safe_path():
+            with _starting_workers():
                 resource_tracker.ensure_running()
             for i in range(plan.workers):
                 self._start_worker(i)
@@ -516,14 +523,21 @@ class Run:
                 head = min(point.source_offset, self.plan.capacity)
                 raw = self.source.read_before(head, head)
                 header = raw[:reader.framer.first(raw) or len(raw)]
-            fmt = with_header(fmt, header)
+            try:
+                fmt = with_header(fmt, header)
+            except RecordError as e:    # a header that is not UTF-8 (errors: strict)
+                where = self.source.where(0) if hasattr(self.source, "where") else "byte 0"
+                raise SourceError(f"the header at {where}: {e.reason}", offset=0) from None
         try:
             formats = bind_chain(self.stages, fmt)
         except ValueError as e:
             i = getattr(e, "stage_index", 0)
             raise UsageError(f"stages[{i}] ({self.stages[i].name}): {e}") from None
         if fmt.records or fmt.header:
-            self.record_format = msgspec.msgpack.encode(fmt)
+            # the columns travel as the header's bytes (a name may hold a byte that is not
+            # UTF-8, kept by errors: surrogateescape, which msgpack text cannot carry)
+            sent = msgspec.structs.replace(fmt, columns=None) if fmt.header_bytes else fmt
+            self.record_format = msgspec.msgpack.encode(sent)
         last = self.stages[-1] if self.stages else None
         if getattr(last, "limit", None) is not None:
             out = formats[-1]
@@ -601,6 +615,12 @@ class Run:
                              f"worker: {msg.error_type}: {msg.message}", stage=msg.stage,
                              stage_index=msg.stage_index, seq=-1, offset=0,
                              error_type=msg.error_type, worker_traceback=msg.traceback)
+        elif sched.chunk_range(msg.seq)[1] == 0:    # not a chunk: the end-of-stream flush
+            err = StageError(f"stages[{msg.stage_index}] ({msg.stage}) failed in its "
+                             f"end-of-stream flush: {msg.error_type}: {msg.message}",
+                             stage=msg.stage, stage_index=msg.stage_index, seq=msg.seq,
+                             offset=0, error_type=msg.error_type,
+                             worker_traceback=msg.traceback)
         else:
             offset, length = sched.chunk_range(msg.seq)
             where = self.source.where(offset) if hasattr(self.source, "where") else offset

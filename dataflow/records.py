@@ -37,6 +37,9 @@ import msgspec
 
 KINDS = ("bytes", "lines", "jsonl", "csv", "tsv")
 ERRORS = ("strict", "surrogateescape", "replace")   # what to do with bytes that are not UTF-8
+# a CSV field may be as long as a record (max_record_size); the csv module refuses fields over
+# 128 KiB by default. The limit is process-wide: it is only ever raised.
+csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
 
@@ -99,9 +102,13 @@ class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):
             try:
                 return _json_decoder.decode_lines(data)
             except UnicodeDecodeError:
-                if self.errors == "replace":
-                    return self.decode(bytes(data).decode("utf-8", "replace").encode())
-                _raise_json_error(bytes(data))
+                if self.errors != "replace":
+                    _raise_json_error(bytes(data))
+                try:
+                    return _json_decoder.decode_lines(
+                        bytes(data).decode("utf-8", "replace").encode())
+                except msgspec.DecodeError:
+                    _raise_json_error(bytes(data), replace=True)
             except msgspec.DecodeError:
                 _raise_json_error(bytes(data))
         if kind in ("csv", "tsv"):
@@ -242,12 +249,15 @@ def number(value: Any) -> float | int | None:
     return None
 
 
-def _raise_json_error(data: bytes) -> None:
+def _raise_json_error(data: bytes, replace: bool = False) -> None:
+    """Raise the RecordError of the first line of `data` that is not JSON (with `replace`, once
+    its bytes that are not UTF-8 are read as U+FFFD), at that line's place in `data`."""
     offset = 0
     for line_no, line in enumerate(data.split(b"\n"), 1):
         if line.strip():
             try:
-                _json_decoder.decode(line)
+                _json_decoder.decode(line.decode("utf-8", "replace").encode() if replace
+                                     else line)
             except msgspec.DecodeError as e:
                 raise RecordError(f"invalid JSON: {e}", line_no, offset) from None
             except UnicodeDecodeError as e:
@@ -283,9 +293,9 @@ def _raise_unencodable(records: list[Any]) -> None:
         except UnicodeEncodeError as e:
             bad = e.object[e.start]
             shown = f"0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else ascii(bad)
-            raise RecordError(f"the byte {shown}, passed through by errors: surrogateescape, "
-                              f"cannot be written as JSON (JSON text is UTF-8): use errors: "
-                              f"replace", record=i) from None
+            raise RecordError(f"output record {i}: the byte {shown}, passed through by "
+                              f"errors: surrogateescape, cannot be written as JSON (JSON text "
+                              f"is UTF-8): use errors: replace", record=i) from None
     raise RecordError("cannot be written as JSON", record=1)  # pragma: no cover
 
 

@@ -126,15 +126,7 @@ class FileSource(Framed):
     def resolve(self) -> list[str]:
         """Expand globs and check every file exists; returns the paths in reading order."""
         paths = self.expand()
-        for p in paths:
-            try:
-                st = os.stat(p)
-            except OSError as e:
-                raise SourceError(f"cannot read {p}: {e.strerror}", file=p) from None
-            if not os.path.isfile(p):
-                raise SourceError(f"{p} is not a regular file", file=p)
-            self._sizes.append(st.st_size)
-            self._stats.append(st)
+        self._snapshot(paths)
         if (self.start or self.end is not None) and len(paths) != 1:
             raise SourceError("a byte range needs exactly one file")
         if self.header and len(paths) != 1:
@@ -148,6 +140,20 @@ class FileSource(Framed):
         self.paths = paths
         return paths
 
+    def _snapshot(self, paths: list[str]) -> None:
+        """Each file's size and identity now: reading checks them (see readinto)."""
+        stats = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except OSError as e:
+                raise SourceError(f"cannot read {p}: {e.strerror}", file=p) from None
+            if not os.path.isfile(p):
+                raise SourceError(f"{p} is not a regular file", file=p)
+            stats.append(st)
+        self._stats = stats
+        self._sizes = [st.st_size for st in stats]
+
     def size(self) -> int | None:
         if not self.paths:
             self.resolve()
@@ -158,9 +164,12 @@ class FileSource(Framed):
     def open(self) -> None:
         if not self.paths:
             self.resolve()
+        else:
+            self._snapshot(self.paths)   # as they are now (a source may be used again)
         self._index = 0
         if self.start or self.end is not None:
-            start, end = self.start, self.end if self.end is not None else self._sizes[0]
+            size = self._sizes[0]
+            start, end = self.start, min(self.end if self.end is not None else size, size)
             if self.split in ("lines", "jsonl") and self.record_start is None:
                 start, end = self._align(start), self._align(end)
             self._open_current(min(start + self.resume_at, end), stop=end)
@@ -237,9 +246,7 @@ class FileSource(Framed):
                     self._pos += n
                     return n
                 if self._stop is not None:
-                    self._changed("shrank while it was read: it had "
-                                  f"{self._sizes[self._index]} bytes when the job started and "
-                                  f"ends at byte {self._pos} now")
+                    self._short_read()
             elif self.start == 0 and self.end is None:
                 self._check_unchanged()
             self._file.close()
@@ -249,6 +256,17 @@ class FileSource(Framed):
                 self._open_current()
         return 0
 
+    def _short_read(self) -> None:
+        """The file ended before the size it had at the start: it shrank, unless it is a
+        pseudo-file (sysfs says 4096 bytes and has fewer), whose size and time stay put."""
+        was = self._stats[self._index]
+        now = os.fstat(self._file.fileno())
+        if now.st_size < was.st_size:
+            self._changed(f"shrank while it was read: it had {was.st_size} bytes when the job "
+                          f"started and ends at byte {self._pos} now")
+        if (now.st_size, now.st_mtime_ns) != (was.st_size, was.st_mtime_ns):
+            self._check_unchanged()
+
     def _check_unchanged(self) -> None:
         """A whole file read up to its starting size must still be that file, that size,
         unmodified: an appended or rewritten input would give an output of neither version."""
@@ -257,9 +275,10 @@ class FileSource(Framed):
         if (now.st_dev, now.st_ino) != (was.st_dev, was.st_ino):
             self._changed("was replaced by another file after the job started")
         if now.st_size > was.st_size:
+            hint = (f"; to read a growing log up to a point, give a byte range (end: "
+                    f"{was.st_size})" if len(self.paths) == 1 else "")
             self._changed(f"grew while it was read, from {was.st_size} to {now.st_size} "
-                          f"bytes; to read a growing log up to a point, give a byte range "
-                          f"(end: {was.st_size})")
+                          f"bytes{hint}")
         if now.st_size != was.st_size or now.st_mtime_ns != was.st_mtime_ns:
             self._changed(f"was modified while it was read ({was.st_size} bytes, modified "
                           f"{_when(was.st_mtime_ns)} at the start; {now.st_size} bytes, modified "

@@ -11,7 +11,8 @@ Rules:
   leaves, the job ends quietly. Any other error in one branch fails the job, and every
   branch is aborted.
 - A branch with stages of its own is a `Branch` (branch.py): a job of its own, fed in order.
-- `close` commits the branches in order. Commits cannot be made atomic across several files:
+  `close` first waits for every such job to finish (`finish`), so that a failing one leaves
+  nothing committed, then commits the branches in order. Commits cannot be made atomic across several files:
   if one fails, the branches after it are aborted, those before it stay committed (their
   outputs are complete and correct), and the error names the branch.
 """
@@ -83,6 +84,9 @@ class Tee:
         self.bytes += len(data)
 
     def close(self) -> None:
+        for s in self.live:      # branches running jobs of their own end them first: if one
+            if hasattr(s, "finish"):   # fails, nothing has been committed yet
+                s.finish()
         for i, s in enumerate(self.live):
             try:
                 s.close()

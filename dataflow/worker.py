@@ -38,7 +38,8 @@ import msgspec
 
 from . import messages as M
 from .errors import DataflowError
-from .records import Batch, RecordError, RecordFormat, bind_chain, header_position, run_stage
+from .records import (Batch, RecordError, RecordFormat, bind_chain, header_position, run_stage,
+                      with_header)
 from .registry import build
 from .shm import Arena
 from .streams import ChunkInfo
@@ -311,15 +312,20 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
     w = Worker(conn, arena, [], context)
     try:
         for i, spec in enumerate(msgspec.msgpack.decode(specs)):
+            stage = None
             try:
                 stage = build(spec)
                 stage.setup()
             except Exception as e:
-                w.fail(-1, i, str(spec.get("class", "?")), e)
+                w.fail(-1, i, _name(stage) if stage is not None else
+                       str(spec.get("class", "?")), e)
                 return
             w.stages.append(stage)
         if record_format:
-            w.bind(msgspec.msgpack.decode(record_format, type=RecordFormat))
+            fmt = msgspec.msgpack.decode(record_format, type=RecordFormat)
+            if fmt.header_bytes:     # the columns come as the header's bytes (coordinator.py)
+                fmt = with_header(fmt, fmt.header_bytes)
+            w.bind(fmt)
         w.send(M.Ready(os.getpid()))
         w.serve()
     except (_Stop, BrokenPipeError, ConnectionResetError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,82 @@ def test_branch_options_outside_a_tee_or_without_stages_are_refused(tmp_path):
     r = run_cli("validate", str(job))
     assert b"sink.tee[1].stages[0]: decompress decodes the source's bytes, so it must be the " \
            b"first stage of the job" in r.stderr
+
+
+def test_a_branch_that_fails_at_its_end_leaves_every_output_uncommitted(tmp_path):
+    """The branch's error comes out only when the tee closes (one small chunk): the plain
+    branch before it must not have been committed by then."""
+    src = tmp_path / "in.log"
+    src.write_bytes(b"one line\n" * 100)
+    plain, other = tmp_path / "a.log", tmp_path / "b.log"
+    plain.write_bytes(b"old a\n")
+    with pytest.raises(StageError, match=r"raise-on\) failed on chunk 0"):
+        pipeline(FileSource(str(src)),
+                 Tee(FileSink(str(plain), overwrite=True),
+                     Branch(RaiseOn(0), FileSink(str(other)), workers=1)),
+                 workers=1, memory_limit="512MiB")
+    assert plain.read_bytes() == b"old a\n" and not other.exists()
+    assert sorted(os.listdir(tmp_path)) == ["a.log", "in.log"]
+
+
+def test_a_head_in_a_branch_ends_that_branch_only(tmp_path, sample_log):
+    first = tmp_path / "first.log"
+    pipeline(FileSource(sample_log),
+             Tee(FileSink(str(tmp_path / "all.log")),
+                 Branch(dataflow.Head(5), FileSink(str(first)), workers=1,
+                        chunk_size="64KiB")),
+             workers=2, memory_limit="512MiB", chunk_size="256KiB")
+    data = Path(sample_log).read_bytes()
+    assert first.read_bytes() == b"".join(data.splitlines(keepends=True)[:5])
+    assert (tmp_path / "all.log").read_bytes() == data
+
+
+def test_big_outer_pieces_reach_a_branch_in_its_chunk_size_and_nothing_leaks(tmp_path,
+                                                                             sample_log):
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    outs = []
+    for i in range(3):
+        out = tmp_path / f"b{i}.log"
+        pipeline(FileSource(sample_log), Tee(FileSink(str(tmp_path / f"a{i}.log")),
+                                             Branch(dataflow.Grep(PATTERN), FileSink(str(out)),
+                                                    workers=1, chunk_size="256KiB")),
+                 workers=2, memory_limit="512MiB", chunk_size="8MiB")
+        outs.append(fds())
+    assert (tmp_path / "b2.log").read_bytes() == _expected(sample_log)
+    assert outs[0] == outs[1] == outs[2]     # no descriptor left per run (cancel tokens)
+
+
+def test_auto_workers_fit_the_branch_limit_on_a_big_machine(monkeypatch):
+    import dataflow.api
+    monkeypatch.setattr(dataflow.api, "cpu_count", lambda: 16)
+    branch = Branch(dataflow.Gzip(), dataflow.NullSink())          # 128 MiB by default
+    assert 1 <= branch.workers < 16
+    plan = dataflow.api.make_job_plan(workers=branch.workers, memory_limit="128MiB",
+                                      stages=branch.stages)
+    assert plan.estimate() <= 128 << 20
+
+
+def test_branch_limits_and_records_are_checked_at_validate(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {file: in.log}\nsink:\n  tee:\n    - file: a\n"
+                   "    - {file: b, stages: [{xz: {level: 9}}], workers: 4, "
+                   "memory_limit: 64MiB}\n")
+    r = run_cli("validate", str(job))
+    assert r.returncode == 2
+    assert b"sink.tee[1].memory_limit: branch 1: memory_limit 64.0 MiB is too small for 4 " \
+           b"workers" in r.stderr, r.stderr
+
+
+def test_a_branch_takes_long_records_and_non_utf8_text_when_told(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"k,v\n" + b"x" * (3 << 20) + b",1\ncaf\xe9,2\n")
+    out = tmp_path / "b.csv"
+    pipeline(FileSource(str(src), split="csv", max_record_size="4MiB",
+                        errors="surrogateescape"),
+             Tee(dataflow.NullSink(),
+                 Branch(dataflow.Select([2]), FileSink(str(out)), split="csv",
+                        errors="surrogateescape", max_record_size="4MiB", workers=1)),
+             workers=1, memory_limit="512MiB", chunk_size="1MiB")
+    assert out.read_bytes() == b"v\n1\n2\n"

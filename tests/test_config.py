@@ -177,7 +177,7 @@ ERRORS = [
      "tee, url, tcp, command, storage_options, part_size, listen, timeout, close_timeout, "
      "shell, env, cwd, "
      "ok_exit_codes, stderr, sync, suffix, strip_suffix, root, stages, workers, memory_limit, "
-     "chunk_size, split",
+     "chunk_size, split, max_record_size, errors",
      "sink.zzz", 2),
     ("unknown source key",
      """

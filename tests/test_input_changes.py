@@ -54,14 +54,16 @@ def test_a_changed_file_is_refused_when_it_is_read(tmp_path, how, message):
     assert e.value.offset == (40960 if how == "truncate" else 81920)
 
 
-def test_a_replaced_file_is_refused(tmp_path):
-    path = _file(tmp_path / "in.log")
-    src = dataflow.FileSource(path)
-    src.resolve()
-    os.rename(path, tmp_path / "old.log")
-    _file(tmp_path / "in.log")
+def test_a_file_replaced_before_its_turn_is_refused(tmp_path):
+    a = _file(tmp_path / "a.log", 100)
+    b = _file(tmp_path / "b.log")
+    src = dataflow.FileSource([a, b])
     src.open()
-    with pytest.raises(SourceError, match="was replaced by another file after the job started"):
+    _read_some(src, 1000)                  # into a; b is opened when a is done
+    os.rename(b, tmp_path / "old.log")
+    _file(tmp_path / "b.log")
+    with pytest.raises(SourceError, match=re.escape(b) + " was replaced by another file after "
+                       "the job started"):
         _drain(src)
     src.close()
 
@@ -115,3 +117,36 @@ def test_a_job_whose_input_changes_fails_and_writes_nothing(tmp_path, how):
                           chunk_size="64KiB", memory_limit="128MiB")
     assert out.read_bytes() == b"the old output\n"
     assert sorted(os.listdir(tmp_path)) == ["in.log", "out.log"]
+
+
+def test_a_source_used_again_takes_the_file_as_it_is_then(tmp_path):
+    path = _file(tmp_path / "in.log")
+    src = dataflow.FileSource(path)
+    src.open()
+    assert _drain(src) == 81920
+    src.close()
+    with open(path, "ab") as f:
+        f.write(LINE)
+    src.open()
+    assert _drain(src) == 81920 + len(LINE)
+    src.close()
+
+
+def test_a_byte_range_may_end_past_the_end_of_the_file(tmp_path):
+    path = _file(tmp_path / "in.log", 100)
+    src = dataflow.FileSource(path, split="bytes", start=100, end=10**6)
+    src.open()
+    assert _drain(src) == 100 * len(LINE) - 100
+    src.close()
+
+
+def test_a_pseudo_file_shorter_than_its_size_is_read_to_its_end():
+    path = "/sys/kernel/mm/transparent_hugepage/enabled"     # says 4096 bytes, holds fewer
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        pytest.skip(f"{path} is not here")
+    src = dataflow.FileSource(path)
+    src.open()
+    got = _drain(src)
+    src.close()
+    with open(path, "rb") as f:
+        assert 0 < got == len(f.read()) < os.path.getsize(path)

@@ -42,3 +42,23 @@ def test_modules_in_the_current_directory_never_run(tmp_path):
     assert out[:2] == [b'"a"', b'"b"']              # fns.py came from the current directory
     # the commands a worker runs see the environment as it was (no PYTHONSAFEPATH of ours)
     assert set(line for line in out if line.startswith(b"safe=")) == {b"safe=unset"}
+
+
+def test_a_command_started_while_another_job_starts_workers_sees_no_pythonsafepath(tmp_path):
+    """A tee's branch starts its workers (with PYTHONSAFEPATH set around them) while the tee's
+    command sink starts, in another thread: the command must get the environment as it was."""
+    import dataflow
+
+    src = tmp_path / "in.log"
+    src.write_bytes(b"line\n" * 1000)
+    seen = []
+    for i in range(5):
+        out = tmp_path / f"env{i}"
+        dataflow.pipeline(
+            dataflow.FileSource(str(src)),
+            dataflow.Tee(dataflow.Branch(dataflow.Grep("line"), dataflow.NullSink(), workers=2),
+                         dataflow.CommandSink(["sh", "-c", f"cat >/dev/null; env > {out}"])),
+            workers=2, memory_limit="512MiB")
+        seen.append(b"PYTHONSAFEPATH" in out.read_bytes())
+    assert seen == [False] * 5
+    assert "PYTHONSAFEPATH" not in os.environ

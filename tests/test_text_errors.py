@@ -64,8 +64,8 @@ def test_bytes_passed_through_cannot_become_json_and_the_error_says_so(tmp_path)
     path = tmp_path / "in.csv"
     path.write_bytes(CSV)
     with pytest.raises(StageError, match=r"stages\[0\] \(csv_to_jsonl\) failed on chunk 0 .*"
-                       r"record 2 of the chunk: the byte 0xe9, passed through by errors: "
-                       r"surrogateescape, cannot be written as JSON .*use errors: replace"):
+                       r"record 2 of the chunk: output record 2: the byte 0xe9, passed through by "
+                       r"errors: surrogateescape, cannot be written as JSON .*use errors: replace"):
         _run(tmp_path, FileSource(str(path), split="csv", errors="surrogateescape"),
              dataflow.CsvToJsonl())
 
@@ -116,3 +116,37 @@ def test_python_record_mode_on_lines(tmp_path, monkeypatch):
     got = _run(tmp_path, FileSource(str(path), errors="surrogateescape"),
                dataflow.PythonFunction("record_udfs:same", mode="record"))
     assert got == path.read_bytes()
+
+
+def test_a_header_that_is_not_utf8(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"n\xe9me,v\nann,1\nbo,2\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"source: {{file: {path}, split: csv}}\nstages: [{{select: {{fields: [v]}}}}]\n"
+                   f"sink: {{file: {tmp_path}/out.csv}}\n")
+    r = run_cli("run", str(job), "-q")
+    assert r.returncode == 1
+    assert f"the header at {path}: byte 0: not UTF-8: byte 1 of the line is 0xe9".encode() \
+        in r.stderr, r.stderr
+    r = run_cli("run", str(job), "-q", "--set", "source.errors=surrogateescape")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.csv").read_bytes() == b"v\n1\n2\n"
+
+
+def test_cli_errors_option_and_stdin(tmp_path):
+    r = run_cli("count", "--split", "jsonl", "--errors", "surrogateescape", "-", input=b"{}\n")
+    assert r.returncode == 2
+    assert b"errors: surrogateescape cannot go with split: jsonl" in r.stderr
+    r = run_cli("count", "--split", "csv", "--errors", "replace", "-", input=b"a\n\xff\n")
+    assert r.returncode == 0, r.stderr
+
+
+def test_invalid_json_after_replaced_bytes_is_placed_on_the_original_bytes():
+    from dataflow.records import RecordError, RecordFormat
+
+    data = b'{"a":"\xe9\xe9\xe9\xe9"}\n{"b":1}\n{bad\n'
+    with pytest.raises(RecordError) as e:
+        RecordFormat(kind="jsonl", errors="replace").decode(data)
+    assert (e.value.line, e.value.offset) == (3, data.index(b"{bad"))
+    assert RecordFormat(kind="jsonl", errors="replace").decode(data[:-5]) == \
+        [{"a": "\ufffd" * 4}, {"b": 1}]

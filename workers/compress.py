@@ -357,9 +357,12 @@ class Xz(Transform):
     def worker_memory(self, chunk_size: int) -> int:
         """xz(1)'s encoder memory per preset is for input as long as the dictionary; most of
         it (the match finder's 8 bytes and the buffer's byte per dictionary position) is
-        touched only as far as the input goes: measured here, a 4 MiB chunk at -6 took 54
-        MiB, at -9 101 MiB; this bound gives 58 and 134."""
+        touched only as far as the input goes (presets 4-9, binary-tree match finders):
+        measured here, a 4 MiB chunk at -6 took 54 MiB, at -9 101 MiB; this bound gives 58
+        and 134. Presets 0-3 count in full."""
         total, dictionary = (int(n * (1 << 20)) for n in XZ_ENCODER[self.level])
+        if self.level <= 3:     # hash-chain match finders: their tables are most of it
+            return total
         return total - 9 * dictionary + 9 * min(chunk_size, dictionary)
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
