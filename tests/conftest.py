@@ -80,6 +80,26 @@ def session_processes(sid: int) -> list[int]:
     return out
 
 
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The live worker processes of coordinator `pid`: its children, except multiprocessing's
+    resource tracker (a child too)."""
+    out = []
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return out
+    for c in children:
+        try:
+            if c.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if any("resource_tracker" in a for a in c.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        out.append(c)
+    return out
+
+
 def segments_of(pid: int) -> list[str]:
     """The shared-memory segments coordinator `pid` made."""
     return [n for n in os.listdir(SHM_DIR) if n.startswith(f"{PREFIX}{pid}-")]

@@ -124,26 +124,6 @@ def drop_odd(line: bytes, modulo: int = 2) -> bytes | None:
     return line if len(line) % modulo == 0 else None
 
 
-class HangOnce(Transform):
-    """The first worker to reach chunk `seq` hangs there (sleeps, or stops itself with
-    SIGSTOP when `how` is "sigstop"); a marker file makes the retry run normally."""
-
-    name = "hang-once"
-
-    def __init__(self, seq: int, marker: str, how: str = "sleep"):
-        self.seq = seq
-        self.marker = marker
-        self.how = how
-
-    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
-        if chunk.seq == self.seq and not os.path.exists(self.marker):
-            open(self.marker, "w").close()
-            if self.how == "sigstop":
-                os.kill(os.getpid(), 19)
-            time.sleep(3600)
-        return data
-
-
 class WorkerPids(Transform):
     """Passes data through; folds which worker pid ran each chunk, in chunk order."""
 
@@ -193,23 +173,6 @@ class Balloon(Transform):
             time.sleep(self.seconds)
             del held
         return data
-
-
-class KillInSetupOnce(Transform):
-    """The first worker to start is SIGKILLed in its setup (before it is ready)."""
-
-    name = "kill-in-setup-once"
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def setup(self) -> None:
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.close(fd)
-        os.kill(os.getpid(), 9)
 
 
 from dataflow.streams import RecordTransform  # noqa: E402
@@ -272,3 +235,90 @@ class BadSummary(Transform):
 
     def fold(self, acc, summary):
         return (acc or 0) + summary
+
+
+# ----------------------------------------------------------------------------- fault table
+def _fault_now(marker: str | None, once: bool) -> bool:
+    """Touch `marker` (proof the fault happened); with `once`, only the first caller faults."""
+    if marker is None:
+        return True
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return not once
+    os.close(fd)
+    return True
+
+
+def _do_fault(how: str, where: str) -> None:
+    import ctypes
+    import signal
+
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "exit0":
+        os._exit(0)                     # exit code 0, no result sent
+    elif how == "segv":
+        ctypes.string_at(0)             # a real segmentation fault (NULL read)
+    elif how == "raise":
+        raise ValueError(f"injected fault in {where}")
+    elif how == "sigstop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+        time.sleep(3600)
+    elif how == "sleep":
+        time.sleep(3600)
+    elif how != "none":
+        raise AssertionError(f"unknown fault {how!r}")
+
+
+class Fault(Transform):
+    """One fault at one stage of a chunk's life, for tests/test_fault_table.py.
+
+    at:  "setup"     the worker's setup(), before it is ready (`seq` ignored)
+         "transform" inside transform() of chunk `seq`
+         "output"    after transform() of chunk `seq` produced its whole output (the chunk
+                     repeated `expand` times, copied into the output slot in pieces, the first
+                     ones already written by the sink), before the worker reports it done
+    how: "sigkill", "exit0" (os._exit(0), no result), "segv", "raise", "sigstop", "sleep"
+         (a hang), "none" (an undisturbed reference run of the same job)
+    marker: a file created when the fault happens; with `once` only the first worker to get
+         there faults (the retry runs normally), without it every attempt faults.
+    Output is the input (`expand` 1, returned as is: no copy) or the chunk `expand` times.
+    """
+
+    name = "fault"
+
+    def __init__(self, at: str, how: str, seq: int = 0, marker: str | None = None,
+                 once: bool = False, expand: int = 1):
+        self.at, self.how, self.seq = at, how, seq
+        self.marker, self.once, self.expand = marker, once, expand
+
+    def setup(self) -> None:
+        if self.at == "setup" and _fault_now(self.marker, self.once):
+            _do_fault(self.how, "setup")
+
+    def transform(self, data: memoryview, chunk: ChunkInfo):
+        hit = chunk.seq == self.seq and self.at in ("transform", "output")
+        if hit and self.at == "transform" and _fault_now(self.marker, self.once):
+            _do_fault(self.how, f"transform of chunk {chunk.seq}")
+        if self.at == "output" and hit:
+            return self._parts(bytes(data))
+        return data if self.expand == 1 else bytes(data) * self.expand
+
+    def _parts(self, data: bytes):
+        for _ in range(self.expand):
+            yield data
+        # pulled once more: the output is complete, the chunk not yet reported done
+        if _fault_now(self.marker, self.once):
+            _do_fault(self.how, "output")
+
+
+class FaultInFlush(Fault):
+    """Fault at the end-of-stream flush (`at` is "flush"): every worker's flush() runs it."""
+
+    name = "fault-in-flush"
+
+    def flush(self) -> bytes | None:
+        if self.at == "flush" and _fault_now(self.marker, self.once):
+            _do_fault(self.how, "flush")
+        return None
