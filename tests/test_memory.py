@@ -51,6 +51,25 @@ def sample_until_exit(proc: subprocess.Popen, every: float = 0.05,
     return peak, samples
 
 
+def run_sampled(args: list[str], cwd, env: dict[str, str] | None = None,
+                on_sample: Callable[[psutil.Process], None] | None = None
+                ) -> tuple[int, int, int, str]:
+    """Run the CLI with `args` in its own session, sampling its tree's PSS until it exits
+    (killed if the test fails meanwhile); return (exit code, peak, samples, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        peak, samples = sample_until_exit(proc, on_sample=on_sample)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    return proc.returncode, peak, samples, err
+
+
 def test_1gib_job_stays_under_the_memory_limit(tmp_path):
     limit = 128 * MiB
     job = tmp_path / "job.yaml"
@@ -59,18 +78,9 @@ def test_1gib_job_stays_under_the_memory_limit(tmp_path):
         "stages:\n  - grep: {pattern: 'Mozilla', invert: true}\n  - passthrough\n"
         "sink: {file: out.log}\n"
         "workers: 2\nmemory_limit: 128MiB\nchunk_size: 4MiB\n")
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", str(job), "--quiet",
-                             "--stats", str(tmp_path / "stats.json")], cwd=tmp_path,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        peak, samples = sample_until_exit(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.returncode == 0, err
+    code, peak, samples, err = run_sampled(
+        ["run", str(job), "--quiet", "--stats", str(tmp_path / "stats.json")], tmp_path)
+    assert code == 0, err
     assert samples > 20, "the job ended too fast to measure"
     assert peak < 1.1 * limit, f"peak tree PSS {peak / MiB:.1f} MiB over 1.1 x 128 MiB"
     stats = msgspec.json.decode((tmp_path / "stats.json").read_bytes())
@@ -143,20 +153,10 @@ def test_1gib_job_with_a_worker_sigkilled_every_2s_stays_under_the_limit_and_exa
             f"sink: {{file: '{out}'}}\nworkers: 2\nmemory_limit: 256MiB\nchunk_size: 4MiB\n")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", "job.yaml",
-                                 "--stats", "stats.json"], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
         killer = WorkerKiller(every=2.0)
-        try:
-            peak, samples = sample_until_exit(proc, on_sample=killer)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        err = proc.stderr.read().decode()
-        proc.stderr.close()
-        assert proc.returncode == 0, err
+        code, peak, samples, err = run_sampled(["run", "job.yaml", "--stats", "stats.json"],
+                                               tmp_path, env, on_sample=killer)
+        assert code == 0, err
         assert len(killer.kills) >= 3, f"only {killer.kills} kills: the job ended too fast"
         assert samples > 50, "the job ended too fast to measure"
         assert peak < 1.1 * limit, f"peak tree PSS {peak / MiB:.1f} MiB over 1.1 x 256 MiB"
