@@ -688,8 +688,7 @@ _SINK_OPTIONS = {"sync": ("file", "directory"), "suffix": ("directory",),
 
 _BRANCH_OPTIONS = ("stages", "workers", "memory_limit", "chunk_size", "split", "max_record_size",
                    "errors")
-_BRANCH_DEFAULTS = {k: SinkSpec.__struct_defaults__[SinkSpec.__struct_fields__.index(k)]
-                    for k in _BRANCH_OPTIONS}
+_BRANCH_DEFAULTS = {k: getattr(SinkSpec(), k) for k in _BRANCH_OPTIONS}
 
 
 def _given(spec: SinkSpec, key: str) -> bool:
@@ -713,21 +712,19 @@ def _branch(spec: SinkSpec, sink: Any, node: Any, file: str, parts: list[str | i
     if not spec.stages:
         raise _error("a tee branch's stages cannot be empty (leave them out)",
                      parts + ["stages"], node, file)
-    # the branch's records: as its split says (by default lines, or bytes for byte stages)
-    probe = [_build_stage(i, e, node, file, here) for i, e in enumerate(spec.stages)]
-    flat = [s for b in probe for s in (b if isinstance(b, list) else [b])]
-    split = spec.split or ("lines" if any(s.needs_records for s in flat) else "bytes")
+    stages, origin = _build_chain(spec.stages, here, node, file)
     try:
-        fmt = IterableSource([], split=split, errors=spec.errors).record_format()
-    except ValueError as e:
-        raise _error(str(e), parts + ["errors"], node, file) from None
-    stages = _build_chain(spec.stages, here, fmt, node, file)
-    try:
-        return Branch(*stages, sink, workers=spec.workers, memory_limit=spec.memory_limit,
-                      chunk_size=spec.chunk_size, split=split, errors=spec.errors,
-                      max_record_size=spec.max_record_size, name=f"branch {index}")
+        branch = Branch(*stages, sink, workers=spec.workers, memory_limit=spec.memory_limit,
+                        chunk_size=spec.chunk_size, split=spec.split, errors=spec.errors,
+                        max_record_size=spec.max_record_size, name=f"branch {index}")
     except ResourceError as e:
         raise _error(str(e), parts + ["memory_limit"], node, file) from None
+    try:   # the branch's records: as its split says (Branch chose it when not given)
+        fmt = IterableSource([], split=branch.split, errors=spec.errors).record_format()
+    except ValueError as e:
+        raise _error(str(e), parts + ["errors"], node, file) from None
+    _bind_chain(stages, origin, spec.stages, here, fmt, node, file)
+    return branch
 
 
 def _build_sink(spec: SinkSpec, node: Any, file: str,
@@ -856,17 +853,18 @@ def _validate(data: dict[str, Any], node: Any, path: str) -> Job:
         raise _error("must be at least 1 (or left out: workers are kept for the whole job)",
                      ["worker_max_chunks"], node, path)
     source = _build_source(spec.source, node, path)
-    stages = _build_chain(spec.stages, (), source.record_format(), node, path)
+    stages, origin = _build_chain(spec.stages, (), node, path)
+    _bind_chain(stages, origin, spec.stages, (), source.record_format(), node, path)
     sink = _build_sink(spec.sink, node, path)
     return Job(spec, source, stages, sink, path)
 
 
-def _build_chain(entries: list[Any], prefix: tuple[str | int, ...], fmt: Any, node: Any,
-                 path: str) -> list[Any]:
-    """The stages at `prefix`.stages (the job's, or a tee branch's), placed and bound to the
-    records `fmt` that come in."""
+def _build_chain(entries: list[Any], prefix: tuple[str | int, ...], node: Any,
+                 path: str) -> tuple[list[Any], list[int]]:
+    """The stages at `prefix`.stages (the job's, or a tee branch's), checked for their place;
+    with, for each, the YAML stage it comes from (a compose makes several)."""
     stages: list[Any] = []
-    origin: list[int] = []      # the YAML stage each built stage comes from (compose: many)
+    origin: list[int] = []
     for i, entry in enumerate(entries):
         built = _build_stage(i, entry, node, path, prefix)
         more = built if isinstance(built, list) else [built]
@@ -879,6 +877,12 @@ def _build_chain(entries: list[Any], prefix: tuple[str | int, ...], fmt: Any, no
         problem = placement(stages, i)
         if problem:
             raise _error(f"{stage.name} {problem}", [*prefix, "stages", origin[i]], node, path)
+    return stages, origin
+
+
+def _bind_chain(stages: list[Any], origin: list[int], entries: list[Any],
+                prefix: tuple[str | int, ...], fmt: Any, node: Any, path: str) -> None:
+    """Bind the chain to the records `fmt` that come in; a mismatch names the stage's key."""
     try:
         bind_chain(stages, fmt)
     except ValueError as e:
@@ -891,7 +895,6 @@ def _build_chain(entries: list[Any], prefix: tuple[str | int, ...], fmt: Any, no
             "compose" in entries[origin[i]] else stages[i].name
         raise _error(message or str(e), [*prefix, "stages", origin[i], key, *field], node,
                      path) from None
-    return stages
 
 
 __all__ = ["load_job", "apply_override", "Job", "JobSpec", "DataflowError"]

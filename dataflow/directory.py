@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from .errors import SinkError, SourceError, UsageError
+from .errors import SinkError, UsageError
 
 
 class DirectorySink:
@@ -74,19 +74,20 @@ def _one_file(source: Any, path: str) -> Any:
     return FileSource(path, split=source.split, delimiter=source.delimiter,
                       max_record_size=source.max_record_size, record_start=source.record_start,
                       record_size=source.record_size,
-                      header=source.header if source.split in ("csv", "tsv") else None)
+                      header=source.header if source.split in ("csv", "tsv") else None,
+                      errors=source.errors)
 
 
 def run_each(source: Any, stages: list[Any], sink: DirectorySink,
              run: Callable[[Any, Any], Any], empty_stats: Any) -> Any:
     """Run `run(file_source, file_sink)` for each input; return the summed Stats."""
     from .sinks import FileSink
-    from .sources import FileSource
+    from .sources import FileSource, stat_files
 
     if type(source) is not FileSource:
         raise UsageError(f"a DirectorySink needs a file source (one output per input file), "
                          f"not {type(source).__name__}")
-    if source.start or source.end is not None:
+    if source.ranged:
         raise UsageError("a DirectorySink cannot be used with a byte range")
     paths = source.paths or source.expand()   # each file is checked by its own job
     targets = sink.targets(paths)
@@ -97,13 +98,7 @@ def run_each(source: Any, stages: list[Any], sink: DirectorySink,
             raise SinkError(f"inputs {seen[key]} and {path} would both be written to {target}: "
                             f"change suffix/strip_suffix or root")
         seen[key] = path
-    inputs = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            raise SourceError(f"cannot read {path}: {e.strerror}", file=path) from None
-        inputs.append((st.st_dev, st.st_ino))
+    inputs = [(st.st_dev, st.st_ino) for st in stat_files(paths)]
     sinks = []
     for target in targets:
         folder = os.path.dirname(os.path.abspath(target))

@@ -171,7 +171,7 @@ class RecordFormat(msgspec.Struct, frozen=True, kw_only=True):
             path = field.split(".")
             if len(path) == 1:
                 return lambda r: r.get(field) if isinstance(r, dict) else None
-            return lambda r: _dig(r, path)
+            return lambda r: dig(r, path)
         if kind == "lines":
             raise ValueError(f"lines have no named fields ({field!r}): use a field number "
                              f"(whitespace-separated, from 1) or split: jsonl / csv")
@@ -201,7 +201,9 @@ def _nth(seq: Any, i: int) -> Any:
     return seq[i] if i < len(seq) else None
 
 
-def _dig(value: Any, path: list[str]) -> Any:
+def dig(value: Any, path: list[str]) -> Any:
+    """The value at `path` in nested JSON (`user.id` -> ['user', 'id']; list items by index), or
+    None."""
     for part in path:
         if isinstance(value, dict):
             value = value.get(part)
@@ -260,7 +262,7 @@ def _raise_json_error(data: bytes, replace: bool = False) -> None:
                                      else line)
             except msgspec.DecodeError as e:
                 raise RecordError(f"invalid JSON: {e}", line_no, offset) from None
-            except UnicodeDecodeError as e:
+            except UnicodeDecodeError:
                 raise utf8_error(line, line_no, offset, jsonl=True) from None
         offset += len(line) + 1
     raise RecordError("invalid JSON", 1, 0)  # pragma: no cover - decode_lines agreed it failed

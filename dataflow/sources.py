@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob as globmod
 import os
+import stat
 from typing import Iterator
 
 from .errors import RecordTooLongError, SourceError
@@ -88,6 +89,20 @@ class Framed:
                             errors=self.errors)
 
 
+def stat_files(paths: list[str]) -> list[os.stat_result]:
+    """Each input file's stat; SourceError for one that is missing or not a regular file."""
+    stats = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise SourceError(f"cannot read {p}: {e.strerror}", file=p) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{p} is not a regular file", file=p)
+        stats.append(st)
+    return stats
+
+
 class FileSource(Framed):
     """One or more files read in order as one stream. `paths` may hold glob patterns."""
 
@@ -110,6 +125,11 @@ class FileSource(Framed):
         self._stop: int | None = None  # where reading the current file ends (None: at EOF)
         self.resume_at = 0  # stream offset open() starts at (a resumed run, see resume.py)
 
+    @property
+    def ranged(self) -> bool:
+        """A byte range of one file, not whole files."""
+        return bool(self.start) or self.end is not None
+
     def expand(self) -> list[str]:
         """The paths the patterns name, globs expanded (sorted), in reading order."""
         paths: list[str] = []
@@ -127,14 +147,13 @@ class FileSource(Framed):
         """Expand globs and check every file exists; returns the paths in reading order."""
         paths = self.expand()
         self._snapshot(paths)
-        if (self.start or self.end is not None) and len(paths) != 1:
+        if self.ranged and len(paths) != 1:
             raise SourceError("a byte range needs exactly one file")
         if self.header and len(paths) != 1:
             raise SourceError(f"a CSV header belongs to one file, and {len(paths)} files match "
                               f"(each would bring its own header): run one job per file, or "
                               f"set header: false")
-        if (self.start or self.end is not None) and self.split not in ("lines", "bytes",
-                                                                        "jsonl"):
+        if self.ranged and self.split not in ("lines", "bytes", "jsonl"):
             raise SourceError(f"a byte range cannot be used with split: {self.split}: its "
                               f"records cannot be found from the middle of the file")
         self.paths = paths
@@ -142,22 +161,13 @@ class FileSource(Framed):
 
     def _snapshot(self, paths: list[str]) -> None:
         """Each file's size and identity now: reading checks them (see readinto)."""
-        stats = []
-        for p in paths:
-            try:
-                st = os.stat(p)
-            except OSError as e:
-                raise SourceError(f"cannot read {p}: {e.strerror}", file=p) from None
-            if not os.path.isfile(p):
-                raise SourceError(f"{p} is not a regular file", file=p)
-            stats.append(st)
-        self._stats = stats
-        self._sizes = [st.st_size for st in stats]
+        self._stats = stat_files(paths)
+        self._sizes = [st.st_size for st in self._stats]
 
     def size(self) -> int | None:
         if not self.paths:
             self.resolve()
-        if self.start or self.end is not None:
+        if self.ranged:
             return max(0, (self.end if self.end is not None else self._sizes[0]) - self.start)
         return sum(self._sizes)
 
@@ -167,7 +177,7 @@ class FileSource(Framed):
         else:
             self._snapshot(self.paths)   # as they are now (a source may be used again)
         self._index = 0
-        if self.start or self.end is not None:
+        if self.ranged:
             size = self._sizes[0]
             start, end = self.start, min(self.end if self.end is not None else size, size)
             if self.split in ("lines", "jsonl") and self.record_start is None:
@@ -183,7 +193,7 @@ class FileSource(Framed):
     def read_before(self, offset: int, n: int) -> bytes:
         """The (up to) `n` stream bytes before stream offset `offset`."""
         first = max(0, offset - n)
-        if self.start or self.end is not None:
+        if self.ranged:
             with open(self.paths[0], "rb") as f:
                 f.seek(self.start + first)
                 return f.read(offset - first)
@@ -247,12 +257,12 @@ class FileSource(Framed):
                     return n
                 if self._stop is not None:
                     self._short_read()
-            elif self.start == 0 and self.end is None:
+            elif not self.ranged:
                 self._check_unchanged()
             self._file.close()
             self._file = None
             self._index += 1
-            if self._index < len(self.paths) and not (self.start or self.end is not None):
+            if self._index < len(self.paths) and not self.ranged:
                 self._open_current()
         return 0
 
@@ -286,8 +296,7 @@ class FileSource(Framed):
 
     def _changed(self, what: str) -> None:
         path = self.paths[self._index]
-        ranged = self.start or self.end is not None
-        raise SourceError(f"{path} {what}", file=path, offset=self._pos - self.start if ranged
+        raise SourceError(f"{path} {what}", file=path, offset=self._pos - self.start if self.ranged
                           else sum(self._sizes[:self._index]) + self._pos)
 
     def close(self) -> None:
@@ -298,7 +307,7 @@ class FileSource(Framed):
     def where(self, offset: int) -> str:
         if not self.paths:
             return f"byte {offset}"
-        if self.start or self.end is not None:
+        if self.ranged:
             return f"{self.paths[0]}: byte {offset + self.start}"
         for path, size in zip(self.paths, self._sizes):
             if offset < size:
@@ -333,7 +342,6 @@ class StdinSource(Framed):
             st = os.fstat(self.fd)
         except OSError:
             return None
-        import stat
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def open(self) -> None:

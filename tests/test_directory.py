@@ -132,3 +132,14 @@ def test_timeout_bounds_the_whole_directory_run(tmp_path, tree):
     with pytest.raises(JobTimeout):
         pipeline(FileSource(str(root / "**" / "*.gz")), dataflow.Decompress(), Slow(0.6),
                  DirectorySink(tmp_path / "out", strip_suffix=".gz"), timeout=1.5, **JOB)
+
+
+def test_each_file_keeps_the_sources_errors_setting(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "in" / name).write_bytes(b"id,city\n1,caf\xe9\n")
+    pipeline(FileSource(str(tmp_path / "in" / "*.csv"), split="csv", errors="surrogateescape"),
+             dataflow.Select(["city"]),
+             DirectorySink(tmp_path / "out", suffix=".out", strip_suffix=".csv"), **JOB)
+    for name in ("a.out", "b.out"):
+        assert (tmp_path / "out" / name).read_bytes() == b"city\ncaf\xe9\n"

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from dataflow.records import RecordFormat
+from dataflow.records import RecordFormat, dig
 from dataflow.predicates import OptionError
 from dataflow.streams import ChunkInfo, RecordTransform
 
@@ -133,18 +133,7 @@ class JsonlToCsv(RecordTransform):
             keys = [p[0] for p in paths]
             return [[_cell(r.get(k)) for k in keys] if isinstance(r, dict) else [""] * len(keys)
                     for r in records]
-        return [[_cell(_dig(r, p)) for p in paths] for r in records]
-
-
-def _dig(value: Any, path: list[str]) -> Any:
-    for part in path:
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
+        return [[_cell(dig(r, p)) for p in paths] for r in records]
 
 
 def _cell(value: Any) -> str:

@@ -27,7 +27,7 @@ import msgspec
 
 from dataflow.predicates import OptionError, field_key
 from dataflow.streams import ChunkInfo, RecordTransform
-from workers.select import json_lines_of, json_struct
+from workers.select import filter_json_lines, json_struct
 from workers.where import KeptDropped
 
 _encode = msgspec.json.encode
@@ -112,20 +112,9 @@ class Sample(KeptDropped, RecordTransform):
 
     def _by_field(self, data: memoryview, chunk: ChunkInfo) -> Any:
         decoder, get = self.fast
-        try:
-            records = decoder.decode_lines(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):  # not all objects, or invalid:
-            # the general path says where
-            return super().transform(data, chunk)
-        lines = json_lines_of(data, len(records))
-        if lines is None:              # pragma: no cover - msgspec skipped other lines than we
-            return super().transform(data, chunk)
-        kept = list(compress(lines, self.keep(map(_bytes, map(get, records)))))
-        chunk.summary = (len(kept), len(lines) - len(kept))
-        if not kept:
-            return b""
-        kept.append(b"")
-        return b"\n".join(kept)
+        out = filter_json_lines(data, decoder,
+                                lambda records: self.keep(map(_bytes, map(get, records))), chunk)
+        return super().transform(data, chunk) if out is None else out
 
     def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
         if self.limit >= 1 << 32:

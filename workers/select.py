@@ -147,10 +147,8 @@ class Select(RecordTransform):
         if self.fast is None:
             return super().transform(data, chunk)
         decoder, out, getters = self.fast
-        try:
-            records = decoder.decode_lines(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):  # not all objects, or invalid:
-            # the general path says where
+        records = fast_records(decoder, data)
+        if records is None:
             return super().transform(data, chunk)
         if out is not None:
             records = list(starmap(out, zip(*[map(get, records) for get in getters])))
@@ -325,6 +323,31 @@ def _path_getter(steps: list[tuple[Any, str]], default: Any) -> Any:
             value = getattr(value, name)
         return value
     return get
+
+
+def fast_records(decoder: Any, data: Any) -> list[Any] | None:
+    """The chunk's JSON lines decoded by `decoder` (a Struct of only the keys a stage reads),
+    or None when one does not fit it (not an object of that shape, invalid JSON, not UTF-8):
+    the stage then takes its general path, which decodes everything and says where."""
+    try:
+        return decoder.decode_lines(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+
+
+def filter_json_lines(data: Any, decoder: Any, mask: Any, chunk: ChunkInfo) -> bytes | None:
+    """The JSON lines of `data` that `mask(records)` keeps, copied as they are, with the
+    (kept, dropped) summary; None when the fast path cannot take the chunk (fast_records)."""
+    records = fast_records(decoder, data)
+    lines = json_lines_of(data, len(records)) if records is not None else None
+    if lines is None:
+        return None
+    kept = list(compress(lines, mask(records)))
+    chunk.summary = (len(kept), len(lines) - len(kept))
+    if not kept:
+        return b""
+    kept.append(b"")
+    return b"\n".join(kept)
 
 
 def json_lines_of(data: Any, count: int) -> list[bytes] | None:

@@ -24,14 +24,13 @@ Rules:
 """
 from __future__ import annotations
 
-from itertools import compress
 from typing import Any
 
 import msgspec
 
 from dataflow.predicates import PredicateError, build, field_key, fields, parse
 from dataflow.streams import ChunkInfo, RecordTransform
-from workers.select import json_lines_of, json_struct
+from workers.select import filter_json_lines, json_struct
 
 
 class KeptDropped:
@@ -98,20 +97,8 @@ class Where(KeptDropped, RecordTransform):
         if self.fast is None:
             return super().transform(data, chunk)
         decoder, test = self.fast
-        try:
-            records = decoder.decode_lines(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):  # not all objects, or invalid:
-            # the general path says where
-            return super().transform(data, chunk)
-        lines = json_lines_of(data, len(records))
-        if lines is None:              # pragma: no cover - msgspec skipped other lines than we
-            return super().transform(data, chunk)
-        kept = list(compress(lines, map(test, records)))
-        chunk.summary = (len(kept), len(lines) - len(kept))
-        if not kept:
-            return b""
-        kept.append(b"")
-        return b"\n".join(kept)
+        out = filter_json_lines(data, decoder, lambda records: map(test, records), chunk)
+        return super().transform(data, chunk) if out is None else out
 
     def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
         kept = list(filter(self.test, records))
