@@ -212,17 +212,19 @@ class Run:
             target=worker_module.main, name=f"dataflow-worker-{index}",
             args=(child, self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
                   os.getpid(), self.plan.context, self.record_format))
-        # SIGINT is blocked while the child starts: it inherits the mask, so a Ctrl-C cannot
-        # interrupt its bootstrap (the worker ignores SIGINT, then unblocks it), and for us the
-        # signal stays pending and is delivered the moment the mask is restored
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # SIGINT and SIGTERM are blocked while the child starts: it inherits the mask, so a
+        # Ctrl-C cannot interrupt its bootstrap (the worker ignores SIGINT, then unblocks both),
+        # and for us the signal stays pending and is delivered the moment the mask is restored,
+        # after start() has handed the child its preparation data (raised inside start(), our
+        # Interrupted left the child reading a closed pipe: an EOFError traceback on stderr)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             with _starting_workers(self.specs):
                 p.start()
-        finally:
+            child.close()
+            self.procs[index] = _Proc(p, parent)   # registered before a pending signal lands:
+        finally:                                   # teardown stops it before the arena goes
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        child.close()
-        self.procs[index] = _Proc(p, parent)
 
     def _stop_workers(self) -> None:
         for i, proc in enumerate(self.retired):

@@ -304,7 +304,7 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
          parent_pid: int, context: int = 0, record_format: bytes = b"") -> None:
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # also drops a Ctrl-C pending since birth
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by our parent
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # our parent's
     if os.environ.pop("_DATAFLOW_SAFE_PATH", None):    # set for our start (coordinator.py)
         os.environ.pop("PYTHONSAFEPATH", None)
     _die_with_parent(parent_pid)
