@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dataflow.generate import write_sample
+from run import precompile
 from dataflow.sizes import format_size, parse_size
 
 HERE = Path(__file__).resolve().parent
@@ -857,6 +858,7 @@ def main() -> int:
     a = p.parse_args()
     if a.repeat < 1 or a.workers < 1:
         p.error("--repeat and --workers must be at least 1")
+    precompile()   # as an installed copy (run.precompile)
     try:
         size = parse_size(a.size)
         slow_size = min(parse_size(a.slow_size), size)

@@ -65,7 +65,7 @@ sys.path.insert(0, str(HERE))
 from compress import wait_idle  # noqa: E402
 from run import (  # noqa: E402
     SEED, TreeSampler, _children_cpu, _cpu_model, _machine_cpu, c_env, cmp_files,
-    empty_input_overhead, ensure_input, mark, settle, tool_version, unlink)
+    empty_input_overhead, ensure_input, mark, precompile, settle, tool_version, unlink)
 
 from dataflow.generate import generate_blocks  # noqa: E402
 from dataflow.sample_records import FIELDS, convert  # noqa: E402
@@ -763,6 +763,7 @@ def main() -> int:
     a = p.parse_args()
     if a.repeat < 1 or a.workers < 1 or a.pool_chunksize < 1:
         p.error("--repeat, --workers and --pool-chunksize must be at least 1")
+    precompile()   # as an installed copy (run.precompile)
     a.families = FAMILIES
     if a.only:
         a.families = tuple(x.strip() for x in a.only.split(",") if x.strip())

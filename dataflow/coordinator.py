@@ -27,6 +27,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -55,6 +56,7 @@ from .sizes import format_size
 from . import watchdog as W
 from . import worker as worker_module
 from .children import STARTING
+from .readahead import ReadAhead
 
 MEMORY_SAMPLE_SECONDS = 0.25  # how often the process tree's PSS is measured (~0.4 ms a process)
 MEMORY_SAMPLE_SECONDS_NEAR_LIMIT = 0.1  # ... when it is within 10% of memory_limit
@@ -375,6 +377,7 @@ class Run:
         framing = last is not None and last.frames_output()
         if self.cancel is not None:
             self.cancel.acquire()   # its descriptor stays open while we wait on it
+        ahead: ReadAhead | None = None
         try:
             if not self.nested:
                 with contextlib.suppress(psutil.Error, OSError):
@@ -382,6 +385,8 @@ class Run:
                     self.stats.host_memory = max(0, own - COORDINATOR)
             self.arena = Arena.create(plan.slots, plan.slot_size)
             self.source.open()
+            if getattr(self.source, "reads_return", False):
+                ahead = ReadAhead()
             if point is not None and plan.context:
                 reader.tail = self.source.read_before(point.source_offset, plan.context)
             self._bind(reader, point)
@@ -422,8 +427,11 @@ class Run:
                                 self.on_commit(end, base_out + self.stats.bytes_out,
                                                base_chunks + sched.chunks_written, self.folds)
                     elif isinstance(a, S.ReadInto):
-                        actions.extend(sched.handle(self._read(reader, a.slot)))
-                        self._ends[a.seq] = reader.offset
+                        if ahead is not None:   # overlapped with the writes (readahead.py)
+                            ahead.submit(functools.partial(self._read, reader, a.slot), a.seq)
+                        else:
+                            actions.extend(self._read_done(a.seq, self._read(reader, a.slot),
+                                                           reader, sched))
                     elif isinstance(a, S.Dispatch):
                         self._send(a.worker, M.Task(a.seq, a.in_slot, a.out_slot, a.length,
                                                     a.offset, a.attempt))
@@ -461,13 +469,18 @@ class Run:
                 waited: list[Any] = list(by_conn) + list(by_sentinel)
                 if self.cancel is not None:
                     waited.append(self.cancel)
+                if ahead is not None and ahead.busy:
+                    waited.append(ahead)
                 ready = wait(waited, timeout=max(0.0, min(
                     self._sample_every, self._deadline - time.monotonic())))
                 now = time.monotonic()
                 self._check_cancel()
                 dead: list[int] = []
                 for obj in ready:
-                    if obj in by_conn:
+                    if obj is ahead:
+                        seq, event = ahead.take()   # raises what the read raised
+                        actions.extend(self._read_done(seq, event, reader, sched))
+                    elif obj in by_conn:
                         w = by_conn[obj]
                         if not self._drain(w, sched, actions):
                             dead.append(w)
@@ -498,6 +511,8 @@ class Run:
         finally:
             self.stats.wall_seconds = time.monotonic() - started
             try:
+                if ahead is not None:
+                    ahead.close()     # the read under way writes into the arena: wait for it
                 self._sample_memory(time.monotonic() + MEMORY_SAMPLE_SECONDS)
                 sched.stop_all()
                 self._stop_workers()
@@ -568,8 +583,14 @@ class Run:
                 n = reader.fill(self.arena.map, self.arena.offset(slot), view)
         if n == 0:
             return S.SourceExhausted(slot)
-        self.stats.bytes_in += n
         return S.ChunkRead(slot, offset, n)
+
+    def _read_done(self, seq: int, event: S.Event, reader: ChunkReader,
+                   sched: S.Scheduler) -> list[Any]:
+        if isinstance(event, S.ChunkRead):
+            self.stats.bytes_in += event.length
+        self._ends[seq] = reader.offset
+        return sched.handle(event)
 
     def _send(self, w: int, msg: Any) -> None:
         self._send_to(self.procs[w], msg)

@@ -185,6 +185,8 @@ class DecodingSource(_Delegate):
     """A Readable of the decoded bytes of `inner` (files decoded one after the other, each in
     its own format; or one stream, format detected from its first bytes)."""
 
+    reads_return = False   # a read waits for the decoding thread (which may wait on stdin)
+
     def __init__(self, inner: Any, formats: list[str] | None, backend: str):
         super().__init__(inner)
         self.formats = formats

@@ -26,6 +26,7 @@ the source (`decompress`), folds that msgspec cannot encode.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -35,6 +36,7 @@ from typing import Any
 import msgspec
 
 from .errors import UsageError
+from .sinks import remove_stale_temps, temp_path
 
 VERSION = 1
 HASHED = 1 << 20  # bytes hashed at each end of every input
@@ -212,10 +214,15 @@ class Checkpoints:
     def _save(self, manifest: Manifest) -> None:
         try:
             self.sink.sync_data()  # the committed bytes are on disk before the manifest says so
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(msgspec.json.encode(manifest))
-            os.replace(tmp, self.path)
+            tmp = temp_path(self.path)    # named so a later run or `dataflow cleanup`
+            try:                          # removes it if we are killed right now
+                with open(tmp, "xb") as f:
+                    f.write(msgspec.json.encode(manifest))
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         except Exception:  # noqa: BLE001 - a missed checkpoint costs a longer resume, no more;
             pass           # a failing disk is reported by the sink's own writes and fsync
 
@@ -231,8 +238,10 @@ class Checkpoints:
 
     @staticmethod
     def discard(output: str) -> None:
-        """Remove the manifest of `output`, if any."""
+        """Remove the manifest of `output`, if any, and what killed runs left of theirs."""
+        path = manifest_path(output)
         try:
-            os.unlink(manifest_path(output))
+            os.unlink(path)
         except FileNotFoundError:
             pass
+        remove_stale_temps(*os.path.split(path))

@@ -43,20 +43,19 @@ stages do not flush (`flush=False`) skip this step.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 RESERVE = 1  # slots kept free for the head chunk's output: one is enough, it needs one at a time
 
 
 # ----------------------------------------------------------------------------- events
-@dataclass(frozen=True)
-class WorkerReady:
+class WorkerReady(msgspec.Struct, frozen=True):
     worker: int
 
 
-@dataclass(frozen=True)
-class ChunkRead:
+class ChunkRead(msgspec.Struct, frozen=True):
     """A `ReadInto(slot)` produced a chunk of `length` bytes starting at source `offset`."""
 
     slot: int
@@ -64,23 +63,20 @@ class ChunkRead:
     length: int
 
 
-@dataclass(frozen=True)
-class SourceExhausted:
+class SourceExhausted(msgspec.Struct, frozen=True):
     """A `ReadInto(slot)` found end of input; the slot is unused."""
 
     slot: int
 
 
-@dataclass(frozen=True)
-class PieceOut:
+class PieceOut(msgspec.Struct, frozen=True):
     worker: int
     seq: int
     slot: int
     length: int
 
 
-@dataclass(frozen=True)
-class ChunkDone:
+class ChunkDone(msgspec.Struct, frozen=True):
     worker: int
     seq: int
     slot: int
@@ -88,8 +84,7 @@ class ChunkDone:
     meta: Any = None  # opaque to the scheduler, handed back with the chunk's last Write
 
 
-@dataclass(frozen=True)
-class WorkerExited:
+class WorkerExited(msgspec.Struct, frozen=True):
     """Worker `worker` is gone. `expected` when it was told to stop; `cause` says why the
     coordinator killed it ('timeout', 'memory'), None when it died by itself."""
 
@@ -99,29 +94,25 @@ class WorkerExited:
     cause: str | None = None
 
 
-@dataclass(frozen=True)
-class RetireWorker:
+class RetireWorker(msgspec.Struct, frozen=True):
     """Replace `worker` once the tasks it holds are done."""
 
     worker: int
 
 
-@dataclass(frozen=True)
-class SetPaused:
+class SetPaused(msgspec.Struct, frozen=True):
     """Stop (or resume) reading new chunks; the head chunk is always read."""
 
     paused: bool
 
 
 # ----------------------------------------------------------------------------- actions
-@dataclass(frozen=True)
-class ReadInto:
+class ReadInto(msgspec.Struct, frozen=True):
     slot: int
     seq: int
 
 
-@dataclass(frozen=True)
-class Dispatch:
+class Dispatch(msgspec.Struct, frozen=True):
     worker: int
     seq: int
     in_slot: int
@@ -131,15 +122,13 @@ class Dispatch:
     attempt: int
 
 
-@dataclass(frozen=True)
-class DispatchFlush:
+class DispatchFlush(msgspec.Struct, frozen=True):
     worker: int
     seq: int
     out_slot: int
 
 
-@dataclass(frozen=True)
-class Write:
+class Write(msgspec.Struct, frozen=True):
     """Write `slot[skip:length]` to the sink. `last` closes chunk `seq` (with its `meta`)."""
 
     seq: int
@@ -150,31 +139,26 @@ class Write:
     meta: Any = None
 
 
-@dataclass(frozen=True)
-class SendAck:
+class SendAck(msgspec.Struct, frozen=True):
     worker: int
     seq: int
 
 
-@dataclass(frozen=True)
-class StartWorker:
+class StartWorker(msgspec.Struct, frozen=True):
     worker: int
 
 
-@dataclass(frozen=True)
-class RestartWorker:
+class RestartWorker(msgspec.Struct, frozen=True):
     """Stop retired worker `worker` (it is idle) and start a fresh one in its place."""
 
     worker: int
 
 
-@dataclass(frozen=True)
-class Finish:
+class Finish(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True)
-class Abort:
+class Abort(msgspec.Struct, frozen=True):
     """Stop the job. `reason` is 'crashed' (attempts exhausted) or 'setup' (died before ready);
     `cause` is the last death's (see WorkerExited)."""
 
@@ -195,8 +179,7 @@ Action = (ReadInto | Dispatch | DispatchFlush | Write | SendAck | StartWorker | 
 
 
 # ----------------------------------------------------------------------------- state
-@dataclass
-class _Chunk:
+class _Chunk(msgspec.Struct):
     seq: int
     in_slot: int | None
     offset: int = 0
@@ -212,17 +195,15 @@ class _Chunk:
     waiting: tuple[int, int, bool, Any] | None = None  # (slot, length, last, meta) not yet written
 
 
-@dataclass
-class _Worker:
+class _Worker(msgspec.Struct):
     ready: bool = False
     stopping: bool = False
     retiring: bool = False
-    tasks: list[int] = field(default_factory=list)
+    tasks: list[int] = msgspec.field(default_factory=list)
     chunks_done: int = 0
 
 
-@dataclass
-class Statistics:
+class Statistics(msgspec.Struct):
     slots: int
     free_slots: int
     pending: int

@@ -110,6 +110,14 @@ def _temp_stem(base: str) -> str:
     return base if len(raw) <= _STEM_MAX else os.fsdecode(raw[:_STEM_MAX])
 
 
+def temp_path(path: str) -> str:
+    """A fresh temp file name beside `path` that the sweeps recognise (its pid marks it):
+    `.{name}.{pid}.{random}.dataflow-tmp`."""
+    directory, base = os.path.split(path)
+    return os.path.join(directory, f".{_temp_stem(base)}.{os.getpid()}."
+                                   f"{secrets.token_hex(8)}{TEMP_SUFFIX}")
+
+
 def remove_stale_temps(directory: str, base: str | None = None) -> list[str]:
     """Remove this directory's dataflow temp files (only those of target `base`, if given)
     whose owner is dead; return their paths. Only regular files are removed; errors (an
@@ -213,11 +221,9 @@ class FileSink:
         base = os.path.basename(self.path)
         if sweep:
             remove_stale_temps(directory, base)
-        stem = _temp_stem(base)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         for _ in range(100):
-            tmp = os.path.join(directory, f".{stem}.{os.getpid()}.{secrets.token_hex(8)}"
-                                          f"{TEMP_SUFFIX}")
+            tmp = temp_path(os.path.join(directory, base))
             try:
                 self.fd = os.open(tmp, flags, 0o600)
             except FileExistsError:

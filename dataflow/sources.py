@@ -125,6 +125,11 @@ class FileSource(Framed):
         self._stop: int | None = None  # where reading the current file ends (None: at EOF)
         self.resume_at = 0  # stream offset open() starts at (a resumed run, see resume.py)
 
+    # a read returns without waiting for a writer (stat_files admits regular files only; a
+    # FIFO or a terminal could block for ever), so it may run in a thread that teardown
+    # waits for (coordinator.ReadAhead)
+    reads_return = True
+
     @property
     def ranged(self) -> bool:
         """A byte range of one file, not whole files."""

@@ -31,7 +31,7 @@ One retirement at a time: the next waits until the replacement has started.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 PAUSE = 0.95
 RESUME = 0.90
@@ -41,13 +41,12 @@ MIN_ALLOWANCE = 32 << 20  # a worker's heap may keep this much after a big chunk
 TERM_GRACE_SECONDS = 1.0  # after SIGTERM, a timed-out worker gets this long before SIGKILL
 
 
-@dataclass
-class ChunkClock:
+class ChunkClock(msgspec.Struct):
     """Which workers are past `timeout` seconds without progress on the chunks they hold."""
 
     timeout: float
-    since: dict[int, float] = field(default_factory=dict)  # busy worker -> clock start
-    held: set[int] = field(default_factory=set)            # waiting for the sink: not timed
+    since: dict[int, float] = msgspec.field(default_factory=dict)  # busy worker -> clock start
+    held: set[int] = msgspec.field(default_factory=set)            # waiting for the sink: not timed
 
     def busy(self, worker: int, now: float) -> None:
         """`worker` got a task; its clock starts unless it is running already."""
@@ -81,23 +80,19 @@ class ChunkClock:
                       if w not in self.held and now - t >= self.timeout)
 
 
-@dataclass(frozen=True)
-class PauseReading:
+class PauseReading(msgspec.Struct, frozen=True):
     paused: bool
 
 
-@dataclass(frozen=True)
-class Retire:
+class Retire(msgspec.Struct, frozen=True):
     worker: int
 
 
-@dataclass(frozen=True)
-class KillWorker:
+class KillWorker(msgspec.Struct, frozen=True):
     worker: int
 
 
-@dataclass
-class MemoryWatchdog:
+class MemoryWatchdog(msgspec.Struct):
     """Turns memory samples into decisions; see the module docstring for the levels."""
 
     limit: int
@@ -106,7 +101,7 @@ class MemoryWatchdog:
     can_retire: bool = True  # False when a stage keeps per-worker state until its flush
     paused: bool = False
     retiring: int | None = None  # a retired worker whose replacement has not started yet
-    start: dict[int, int] = field(default_factory=dict)  # worker -> USS when first seen
+    start: dict[int, int] = msgspec.field(default_factory=dict)  # worker -> USS when first seen
 
     def observe(self, tree: int, worker_uss: dict[int, int]) -> list[object]:
         out: list[object] = []

@@ -48,3 +48,13 @@ def with_state(line: bytes, state, suffix: str) -> bytes:
 
 def make_state(suffix: str) -> bytes:
     return b"|state:"
+
+
+def keep_even_as_text(line: bytes):
+    """None drops a line; str results are encoded (line mode)."""
+    n = int(line.split()[-1])
+    return None if n % 2 else f"even {n}"
+
+
+def number_on(line: bytes, value: bytes):
+    return 42 if line == value else line

@@ -272,6 +272,31 @@ def test_line_function_error_names_the_line_and_keeps_the_traceback(tmp_path):
     assert 'record_udfs.py", line' in e.value.worker_traceback
 
 
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_line_function_may_drop_lines_and_return_text(tmp_path, final_newline):
+    data = b"".join(b"line %d\n" % i for i in range(3001))
+    path = tmp_path / "in.txt"
+    path.write_bytes(data if final_newline else data[:-1])
+    out = run(FileSource(str(path)), PythonFunction("record_udfs:keep_even_as_text",
+                                                    mode="line"), chunk_size=1000)
+    # the last line (3000, even) keeps the input's ending: no newline added when it had none
+    want = b"".join(b"even %d\n" % i for i in range(0, 3001, 2))
+    assert out == (want if final_newline else want[:-1])
+
+
+@pytest.mark.parametrize("bad", [b"line 5", b"line 9"])   # 9: the open last record
+def test_line_function_returning_another_type_names_the_line(tmp_path, bad):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"".join(b"line %d\n" % i for i in range(10))[:-1])
+    with pytest.raises(StageError) as e:
+        run(FileSource(str(path)), PythonFunction("record_udfs:number_on", mode="line",
+                                                  args={"value": bad}))
+    n = int(bad.split()[1])
+    msg = str(e.value)
+    assert "record_udfs:number_on returned int, not bytes, str or None" in msg
+    assert f"byte {7 * n} (line {n + 1})" in msg, msg
+
+
 def test_record_mode_error_names_the_record(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(b"k,v\n" + b"".join(b"%d,x\n" % i for i in range(100)) + b"boom,y\n")

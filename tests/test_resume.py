@@ -162,6 +162,33 @@ def test_resume_with_nothing_to_resume_runs_from_the_beginning(tmp_path, parts):
     assert (tmp_path / "out.zst").stat().st_size > 0
 
 
+def test_a_killed_runs_half_saved_checkpoint_is_removed(tmp_path, parts):
+    """A run killed while it saved a checkpoint leaves the checkpoint's temp file (named
+    after its pid); the next run of the job removes it, and `dataflow cleanup` would too."""
+    from dataflow.sinks import temp_path
+
+    setup_job(tmp_path, parts, CASES[2][0], "out.zst")
+    dead = subprocess.Popen(["true"])
+    dead.wait()                          # a pid nobody has now
+    manifest = str(tmp_path / ".out.zst.dataflow-resume")
+    name = temp_path(manifest).replace(f".{os.getpid()}.", f".{dead.pid}.")
+    with open(name, "wb") as f:
+        f.write(b'{"version": 1, "job": "half')
+    os.utime(name, (time.time() - 60, time.time() - 60))   # written before that pid ended
+    other = tmp_path / "cleanup-me"
+    other.mkdir()
+    copy = other / os.path.basename(name)
+    copy.write_bytes(b"{}")
+    os.utime(copy, (time.time() - 60, time.time() - 60))
+    r = run_cli("run", "job.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert not os.path.exists(name)
+    assert not [p for p in os.listdir(tmp_path) if "dataflow-" in p], os.listdir(tmp_path)
+    r = run_cli("cleanup", str(other), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert os.listdir(other) == []
+
+
 @pytest.mark.parametrize("job,message", [
     ("source: {stdin: true}\nsink: {file: out}\n", "only jobs that read files"),
     ("source: {file: in}\nsink: {stdout: true}\n", "only a job that writes a file"),

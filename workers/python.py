@@ -107,23 +107,39 @@ class PythonFunction(RecordTransform):
         d = self.delimiter
         lines = bytes(data).split(d)
         last = lines.pop()   # b"" when the chunk ends with a delimiter, else an open record
-        out: list[bytes] = []
-        i = 0
+        if last:
+            lines.append(last)
+        out: list[Any] = []
+        add = out.append     # the loop a user would write; len(out) is the failing line
         try:
-            for i, line in enumerate(lines):
-                r = fn(line, **kw)
-                if r is not None:
-                    out.append(r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r)
-            body = d.join(out) + d if out else b""
-            if last:
-                i = len(lines)
-                r = fn(last, **kw)
-                if r is not None:
-                    body += r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r
+            if kw:
+                for line in lines:
+                    add(fn(line, **kw))
+            else:
+                for line in lines:
+                    add(fn(line))
         except Exception as e:
+            i = len(out)
             offset = sum(len(x) + len(d) for x in lines[:i])
             raise RecordError(f"{self.ref}: {e}", i + 1, offset) from e
+        tail = out.pop() if last else None   # no delimiter after an open last record
+        try:                                  # every result bytes: one join
+            body = d.join(out) + d if out else b""
+        except TypeError:                     # some None (dropped), str (encoded), or wrong
+            out = [self._bytes(r, i, lines) for i, r in enumerate(out) if r is not None]
+            body = d.join(out) + d if out else b""
+        if tail is not None:
+            body += self._bytes(tail, len(lines) - 1, lines)
         return body
+
+    def _bytes(self, r: Any, i: int, lines: list[bytes]) -> Any:
+        if isinstance(r, str):
+            return r.encode("utf-8", "surrogateescape")
+        if isinstance(r, (bytes, bytearray, memoryview)):
+            return r
+        offset = sum(len(x) + len(self.delimiter) for x in lines[:i])
+        raise RecordError(f"{self.ref} returned {type(r).__name__}, not bytes, str or None",
+                          i + 1, offset)
 
     def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
         fn = self.fn
