@@ -201,7 +201,23 @@ class _Reader:
             except (AttributeError, OSError, ValueError):
                 self.fd = None
 
+    WINDOW = 1 << 20   # the scans walk forward by small headers: read a window at a time
+
+    _window = b""
+    _window_at = 0
+
     def read(self, off: int, n: int) -> bytes:
+        n = max(0, min(n, self.size - off))
+        at = off - self._window_at
+        if 0 <= at and at + n <= len(self._window):
+            return self._window[at:at + n]
+        if n < self.WINDOW and self.fd is not None:   # (a file being written: no copies)
+            self._window = self._read(off, self.WINDOW)
+            self._window_at = off
+            return self._window[:n]
+        return self._read(off, n)
+
+    def _read(self, off: int, n: int) -> bytes:
         n = max(0, min(n, self.size - off))
         if self.fd is not None:
             out = os.pread(self.fd, n, off)
@@ -710,6 +726,13 @@ class Decoder:
         return self.base + self._before + self._pos
 
     def decompress(self, data=b"", max_length: int = -1) -> bytes:
+        out = self.decompress_parts(data, max_length)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def decompress_parts(self, data=b"", max_length: int = -1) -> list[bytes]:
+        """decompress(), the output as the parts the inner decoder made (one per BGZF block,
+        say): a caller that copies them somewhere saves the join (and on large outputs the
+        fresh pages it would fault in)."""
         if self._error is not None:
             raise self._error
         if self._finished:
@@ -757,7 +780,7 @@ class Decoder:
         finally:
             self._settle()
         self._needs_input = starved and not self._excess
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out
 
     def finish(self) -> None:
         if self._error is not None:

@@ -40,11 +40,14 @@ from . import messages as M
 from .errors import DataflowError
 from .records import (Batch, RecordError, RecordFormat, bind_chain, header_position, run_stage,
                       with_header)
+from .plan import SCRATCH
 from .registry import build
 from .shm import Arena
 from .streams import ChunkInfo
 
 PR_SET_PDEATHSIG = 1
+M_TRIM_THRESHOLD = -1      # mallopt(3) parameters
+M_MMAP_THRESHOLD = -3
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -300,6 +303,23 @@ def _name(stage: Any) -> str:
     return getattr(stage, "name", type(stage).__name__)
 
 
+def _keep_freed_memory(slot_size: int) -> None:
+    """Let glibc's malloc keep a chunk's worth of freed memory instead of handing it back.
+
+    A transform's output is a fresh object of up to a slot (a joined 4 MiB piece, a
+    decompressed block run), freed once copied into its output slot. By default malloc serves
+    one that large with mmap and unmaps it when freed, or trims the heap back: every chunk then
+    faults its pages in again (1 GiB of BGZF decompressed: 242,000 page faults, 48,000 with
+    this). Allocations up to a slot now come from the heap, and up to SCRATCH slots of free
+    heap stay mapped: the memory plan counts that much per worker already (plan.SCRATCH)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, min(slot_size + (1 << 20), 32 << 20))   # glibc's cap
+        libc.mallopt(M_TRIM_THRESHOLD, SCRATCH * slot_size)
+    except (OSError, AttributeError):   # not glibc: its defaults stay
+        pass
+
+
 def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
          parent_pid: int, context: int = 0, record_format: bytes = b"") -> None:
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
@@ -308,6 +328,7 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
     if os.environ.pop("_DATAFLOW_SAFE_PATH", None):    # set for our start (coordinator.py)
         os.environ.pop("PYTHONSAFEPATH", None)
     _die_with_parent(parent_pid)
+    _keep_freed_memory(slot_size)
     arena = Arena.attach(arena_name, slots, slot_size)
     w = Worker(conn, arena, [], context)
     try:

@@ -660,3 +660,24 @@ def test_a_decoder_is_freed_without_the_cycle_collector(fmt):
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_positional_reader_windows_return_the_files_bytes(tmp_path):
+    """member scans read through a 1 MiB window: any (offset, length), forward, backward,
+    larger than the window or past the end, gives the file's own bytes."""
+    from dataflow.containers import _Reader
+
+    rng = random.Random(5)
+    data = rng.randbytes(3 * (1 << 20) + 12345)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        r = _Reader(f, len(data))
+        off = 0
+        for _ in range(2000):
+            if rng.random() < 0.8:      # mostly forward, as the scans go
+                off = min(len(data), off + rng.randrange(70000))
+            else:
+                off = rng.randrange(len(data) + 10)
+            n = rng.choice([4, 18, 65536, 1 << 20, (1 << 20) + 7, rng.randrange(3 << 20)])
+            assert r.read(off, n) == data[off:off + n], (off, n)

@@ -55,11 +55,10 @@ class Decompress(Transform):
     def _pieces(self, data: memoryview, offset: int) -> Iterator[bytes]:
         decoder = Decoder(self.format, backend=self._backend)
         decoder.base = offset
-        out = decoder.decompress(data, PIECE)
+        out = decoder.decompress_parts(data, PIECE)
         while True:
-            if out:
-                yield out
+            yield from out   # copied one by one into the output slot: no join
             if decoder.needs_input:
                 break
-            out = decoder.decompress(b"", PIECE)
+            out = decoder.decompress_parts(b"", PIECE)
         decoder.finish()  # raises CorruptInput when the chunk ends inside a member
