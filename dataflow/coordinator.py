@@ -385,7 +385,7 @@ class Run:
                     self.stats.host_memory = max(0, own - COORDINATOR)
             self.arena = Arena.create(plan.slots, plan.slot_size)
             self.source.open()
-            if getattr(self.source, "reads_return", False) and not os.environ.get("NOAHEAD"):
+            if getattr(self.source, "reads_return", False):
                 ahead = ReadAhead()
             if point is not None and plan.context:
                 reader.tail = self.source.read_before(point.source_offset, plan.context)
