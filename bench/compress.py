@@ -33,7 +33,6 @@ import importlib.util
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import statistics
@@ -45,13 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from dataflow.generate import write_sample
-from run import precompile
+from run import _children_cpu, _machine_cpu, ensure_input, precompile, settle, unlink
 from dataflow.sizes import format_size, parse_size
 
 HERE = Path(__file__).resolve().parent
-SEED = 1
-MAX_LINE = 600  # write_sample stops within one line (< 600 bytes) of the size asked
 
 # Targets. speed: (reference median s / our median s) >= x; size: (our bytes / reference bytes) <= x
 T_GZIP_ZLIB_SPEED, T_GZIP_ZLIB_SIZE = 0.95, 1.005
@@ -67,18 +63,6 @@ CONTENDED = 0.25  # a run is "contended" when other processes used > this many c
 
 
 # ----------------------------------------------------------------------------- helpers
-def unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def settle() -> None:
-    """Untimed: write back what the last command left dirty, so the next one does not pay."""
-    os.sync()
-
-
 def tool_version(argv: list[str]) -> str:
     if shutil.which(argv[0]) is None:
         return "not installed"
@@ -88,46 +72,6 @@ def tool_version(argv: list[str]) -> str:
         return "?"
     text = (r.stdout or r.stderr).strip()
     return text.splitlines()[0].strip("* ") if text else "?"
-
-
-def ensure_input(data_dir: Path, size: int) -> tuple[Path, int]:
-    """Generate the sample once (same name and note as bench/run.py, so both reuse it)."""
-    path = data_dir / f"access-{size}-seed{SEED}.log"
-    meta = path.with_suffix(".json")
-    if path.exists():
-        n = path.stat().st_size
-        try:
-            note = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            note = {}
-        if (note.get("bytes") == n and note.get("size") == size and note.get("seed") == SEED) \
-                or (not note and size - MAX_LINE < n <= size):
-            print(f"input: reusing {path} ({n:,} bytes)", file=sys.stderr)
-            return path, n
-        print(f"input: {path} has the wrong size ({n:,} bytes); regenerating", file=sys.stderr)
-    print(f"input: generating {format_size(size)} of access log into {path} ...",
-          file=sys.stderr, flush=True)
-    t = time.perf_counter()
-    n = write_sample(path, size, seed=SEED)
-    meta.write_text(json.dumps({"size": size, "seed": SEED, "bytes": n}) + "\n")
-    print(f"input: {n:,} bytes in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    return path, n
-
-
-def _children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    hz = os.sysconf("SC_CLK_TCK")
-    return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, (v[7] if len(v) > 7 else 0) / hz
 
 
 def wait_idle(max_wait: float, window: float = 0.5, threshold: float = 0.15) -> float:

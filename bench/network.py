@@ -395,18 +395,6 @@ def wait_tree(p: subprocess.Popen, timeout: float) -> tuple[int, float]:
         time.sleep(0.002)
 
 
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat (as run.py)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    hz = os.sysconf("SC_CLK_TCK")
-    busy = v[0] + v[1] + v[2] + v[5] + v[6]      # user nice system irq softirq
-    return busy / hz, (v[7] if len(v) > 7 else 0) / hz
-
-
 def process_cpu(pids: list[int]) -> float:
     """User+sys seconds so far of live processes (our HTTP servers)."""
     import psutil
@@ -437,6 +425,7 @@ def run_once(c: Contender, a: argparse.Namespace, urls: dict[str, str], inp: Pat
                          "{forward}": f"127.0.0.1:{rport}", "{forward_host}": "127.0.0.1",
                          "{forward_port}": str(rport)})
         argv = [_fill(x, fill) for x in c.argv]
+        from run import _machine_cpu   # the main process only (main() puts bench/ on the path)
         busy0, steal0 = _machine_cpu()
         server0 = process_cpu(servers)
         t0 = time.perf_counter()
@@ -648,8 +637,10 @@ def main() -> int:
 
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
-    from run import ensure_input  # noqa: E402  (same input files as the other benchmarks)
+    from run import ensure_input, precompile  # noqa: E402  (the other benchmarks' inputs)
     from compress import wait_idle  # noqa: E402
+
+    precompile()   # as an installed copy (run.precompile)
 
     from dataflow.sizes import parse_size
 

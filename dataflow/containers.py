@@ -200,11 +200,10 @@ class _Reader:
                 self.fd = f.fileno()
             except (AttributeError, OSError, ValueError):
                 self.fd = None
+        self._window = b""     # the file's bytes from _window_at on
+        self._window_at = 0
 
     WINDOW = 1 << 20   # the scans walk forward by small headers: read a window at a time
-
-    _window = b""
-    _window_at = 0
 
     def read(self, off: int, n: int) -> bytes:
         n = max(0, min(n, self.size - off))

@@ -121,8 +121,8 @@ def _starting_workers(specs: bytes = b"") -> Iterator[None]:
         try:
             yield
         finally:
-            if main is not None and hidden:
-                vars(main).update(hidden)
+            if hidden:
+                vars(main).update(hidden)  # type: ignore[arg-type]
             if ours:
                 os.environ.pop("PYTHONSAFEPATH", None)
                 os.environ.pop(SAFE_PATH_OURS, None)

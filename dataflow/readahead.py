@@ -23,7 +23,7 @@ class ReadAhead:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._future: Future | None = None
-        self.pending: Any = None   # what the caller attached to the read under way
+        self._tag: Any = None   # what the caller attached to the read under way
 
     def fileno(self) -> int:
         """Readable when the read under way has finished (for multiprocessing's wait())."""
@@ -35,7 +35,7 @@ class ReadAhead:
 
     def submit(self, read: Callable[[], Any], tag: Any = None) -> None:
         assert self._future is None, "one read at a time"
-        self.pending = tag
+        self._tag = tag
         self._future = self._pool.submit(read)
         self._future.add_done_callback(self._wake)
 
@@ -50,7 +50,7 @@ class ReadAhead:
         assert self._future is not None
         os.read(self._wake_r, 1)
         future, self._future = self._future, None
-        tag, self.pending = self.pending, None
+        tag, self._tag = self._tag, None
         return tag, future.result()
 
     def close(self) -> None:

@@ -50,11 +50,17 @@ M_TRIM_THRESHOLD = -1      # mallopt(3) parameters
 M_MMAP_THRESHOLD = -3
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def _libc() -> Any:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _die_with_parent(libc: Any, parent_pid: int) -> None:
+    try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
+    except AttributeError:   # no libc, or no prctl
         pass
     if os.getppid() != parent_pid:  # the parent died before PDEATHSIG was armed
         os._exit(1)
@@ -303,7 +309,7 @@ def _name(stage: Any) -> str:
     return getattr(stage, "name", type(stage).__name__)
 
 
-def _keep_freed_memory(slot_size: int) -> None:
+def _keep_freed_memory(libc: Any, slot_size: int) -> None:
     """Let glibc's malloc keep a chunk's worth of freed memory instead of handing it back.
 
     A transform's output is a fresh object of up to a slot (a joined 4 MiB piece, a
@@ -313,10 +319,9 @@ def _keep_freed_memory(slot_size: int) -> None:
     this). Allocations up to a slot now come from the heap, and up to SCRATCH slots of free
     heap stay mapped: the memory plan counts that much per worker already (plan.SCRATCH)."""
     try:
-        libc = ctypes.CDLL(None)
         libc.mallopt(M_MMAP_THRESHOLD, min(slot_size + (1 << 20), 32 << 20))   # glibc's cap
         libc.mallopt(M_TRIM_THRESHOLD, SCRATCH * slot_size)
-    except (OSError, AttributeError):   # not glibc: its defaults stay
+    except AttributeError:   # not glibc: its defaults stay
         pass
 
 
@@ -327,8 +332,9 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # our parent's
     if os.environ.pop("_DATAFLOW_SAFE_PATH", None):    # set for our start (coordinator.py)
         os.environ.pop("PYTHONSAFEPATH", None)
-    _die_with_parent(parent_pid)
-    _keep_freed_memory(slot_size)
+    libc = _libc()
+    _die_with_parent(libc, parent_pid)
+    _keep_freed_memory(libc, slot_size)
     arena = Arena.attach(arena_name, slots, slot_size)
     w = Worker(conn, arena, [], context)
     try:

@@ -6,6 +6,7 @@ failure, not a skip.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -130,3 +131,82 @@ def sample_log(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("data") / "access.log"
     write_sample(str(path), 24 << 20, seed=7)
     return str(path)
+
+
+# ---------------------------------------------------------------- small jobs over word lines
+SMALL = dict(workers=2, chunk_size="64KiB", memory_limit="128MiB")   # many chunks, little memory
+WORDS = [b"alpha", b"Beta", b"gamma", b"delta", b"needle?", b"x" * 40, b"\xff\xfe", b"z"]
+
+
+def write_words(path, size: int, seed: int = 1, vocab: list[bytes] = WORDS) -> bytes:
+    """Lines of 0-12 random words from `vocab`, about `size` bytes, written to `path`."""
+    rnd = random.Random(seed)
+    lines, n = [], 0
+    while n < size:
+        line = b" ".join(rnd.choice(vocab) for _ in range(rnd.randint(0, 12))) + b"\n"
+        lines.append(line)
+        n += len(line)
+    data = b"".join(lines)
+    path.write_bytes(data)
+    return data
+
+
+def run_job(tmp_path, src, *stages, name="out", **kw) -> bytes:
+    """FileSource(src) -> stages -> FileSink(tmp_path/name) with SMALL options (overridable;
+    `source={...}` goes to the FileSource); returns the output."""
+    from dataflow import FileSink, FileSource, pipeline
+
+    out = tmp_path / name
+    pipeline(FileSource(str(src), **kw.pop("source", {})), *stages, FileSink(str(out)),
+             **{**SMALL, **kw})
+    return out.read_bytes()
+
+
+# ---------------------------------------------------------------- commands a test started
+def commands(marker: str) -> list[psutil.Process]:
+    """Live processes with an argument equal to `marker` (a test's sleeps carry a unique
+    duration), whoever their parent. Equal, not containing: a `python -c` script that starts
+    `sleep MARKER` holds the marker in its own text."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def kill_leftovers(marker: str) -> None:
+    """After a failure: end the commands a test started (found by their unique argument),
+    so one broken test does not leave sleeps behind."""
+    for p in commands(marker):
+        p.kill()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll `predicate` until it returns something true (returned), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def assert_command_dies_with_its_parent(script: str, marker: str, cwd: str) -> None:
+    """Run `python -c script`, which starts `sleep MARKER` and waits; SIGKILL the script and
+    check the sleep ends too (PDEATHSIG: nobody else is left to end it)."""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=cwd, start_new_session=True)
+    try:
+        [sleep] = wait_for(lambda: commands(marker), 10, "the command")
+        assert sleep.ppid() == proc.pid
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not psutil.pid_exists(sleep.pid)
+                 or sleep.status() == psutil.STATUS_ZOMBIE, 3, "the orphaned command to die")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(marker)

@@ -12,15 +12,14 @@ import threading
 
 import pytest
 
-from dataflow import FileSink, FileSource, pipeline, stream
+from dataflow import FileSource, stream
 from dataflow.duplex import Duplex, DuplexError, Peer, SocketPeer, pump
 from dataflow.errors import StageError
 from dataflow.streams import ChunkInfo
 from workers.tcp import TcpService, parse_address
 
-from conftest import run_cli
+from conftest import SMALL, run_cli, run_job, write_words
 
-SMALL = dict(workers=2, chunk_size="64KiB", memory_limit="128MiB")
 
 
 # ------------------------------------------------------------------ services
@@ -88,32 +87,12 @@ def serve():
         thread.join()
 
 
-def lines(path, size: int, seed: int = 2) -> bytes:
-    rnd = random.Random(seed)
-    words = [b"alpha", b"beta", b"Gamma", b"delta", b"\xc3\xa9t\xc3\xa9", b"x" * 50]
-    out, n = [], 0
-    while n < size:
-        line = b" ".join(rnd.choice(words) for _ in range(rnd.randint(0, 10))) + b"\n"
-        out.append(line)
-        n += len(line)
-    data = b"".join(out)
-    path.write_bytes(data)
-    return data
-
-
-def run(tmp_path, src, *stages, name="out", **kw) -> bytes:
-    out = tmp_path / name
-    pipeline(FileSource(str(src), **kw.pop("source", {})), *stages, FileSink(str(out)),
-             **{**SMALL, **kw})
-    return out.read_bytes()
-
-
 # ------------------------------------------------------------------ tcp
 def test_an_upper_casing_service_answers_every_chunk_in_order(tmp_path, serve):
     address = serve(Upper)
     src = tmp_path / "in.txt"
-    data = lines(src, 3 << 20)
-    out = run(tmp_path, src, TcpService(address))
+    data = write_words(src, 3 << 20)
+    out = run_job(tmp_path, src, TcpService(address))
     assert len(data) > 40 * (64 << 10)    # dozens of chunks over 2 workers
     assert out == data.upper()
 
@@ -124,7 +103,7 @@ def test_a_service_that_answers_eight_times_more_than_it_got_never_deadlocks(tmp
     data = random.Random(4).randbytes(3 << 20).replace(b"-", b"+")
     src.write_bytes(data)
     chunk = 1 << 20   # 8 MiB of answer per chunk: far more than the socket buffers
-    out = run(tmp_path, src, TcpService(address, timeout="10s"), chunk_size=chunk,
+    out = run_job(tmp_path, src, TcpService(address, timeout="10s"), chunk_size=chunk,
               source=dict(split="bytes"))
     assert len(out) == 8 * len(data)
     assert out.replace(b"-", b"") == data
@@ -133,9 +112,9 @@ def test_a_service_that_answers_eight_times_more_than_it_got_never_deadlocks(tmp
 def test_a_service_that_resets_fails_the_job_naming_address_chunk_and_cause(tmp_path, serve):
     address = serve(Reset)
     src = tmp_path / "in.txt"
-    lines(src, 300 << 10)
+    write_words(src, 300 << 10)
     with pytest.raises(StageError) as e:
-        run(tmp_path, src, TcpService(address))
+        run_job(tmp_path, src, TcpService(address))
     msg = str(e.value)
     assert f"DuplexError: tcp {address}: " in msg, msg
     assert re.search(r"failed on chunk \d+ .*\(chunk \d+: \d+ of \d+ bytes sent, \d+ received",
@@ -149,10 +128,10 @@ def test_nothing_listening_is_refused_naming_the_address(tmp_path):
         s.bind(("127.0.0.1", 0))
         address = "127.0.0.1:%d" % s.getsockname()[1]
     src = tmp_path / "in.txt"
-    lines(src, 10 << 10)
+    write_words(src, 10 << 10)
     with pytest.raises(StageError, match=re.escape(f"tcp {address}: cannot connect for chunk 0: "
                                                    f"connection refused")):
-        run(tmp_path, src, TcpService(address), max_attempts=1)
+        run_job(tmp_path, src, TcpService(address), max_attempts=1)
 
 
 def test_a_service_that_never_answers_times_out(tmp_path, serve):
@@ -212,7 +191,7 @@ def test_the_tcp_stage_in_yaml_validates_and_names_a_bad_option(tmp_path):
 def test_a_yaml_job_through_a_service_equals_the_expected_bytes(tmp_path, serve):
     address = serve(Upper)
     src = tmp_path / "in.txt"
-    data = lines(src, 1 << 20)
+    data = write_words(src, 1 << 20)
     job = tmp_path / "job.yaml"
     job.write_text(f"source: {{file: {src}}}\nstages:\n  - tcp: {{connect: '{address}'}}\n"
                    f"sink: {{file: {tmp_path / 'out'}}}\nworkers: 2\nchunk_size: 64KiB\n"
@@ -256,7 +235,7 @@ def test_a_users_duplex_over_a_unix_socket(tmp_path):
     thread.start()
     try:
         src = tmp_path / "in.txt"
-        data = lines(src, 1 << 20)
+        data = write_words(src, 1 << 20)
         out = b"".join(stream(FileSource(str(src)), UnixService(path), **SMALL))
         assert out == data.upper()
     finally:

@@ -15,36 +15,15 @@ import time
 import psutil
 import pytest
 
-from dataflow import FileSink, FileSource, pipeline
 from dataflow.errors import StageError
 from dataflow.streams import ChunkInfo
 import workers.exec as exec_module
 from workers.exec import CommandError, Exec
 
-from conftest import require_tool, run_cli, segments_of, session_processes
+from conftest import (assert_command_dies_with_its_parent, commands, kill_leftovers, require_tool,
+                      run_cli, run_job, segments_of, session_processes, wait_for, write_words)
 
-SMALL = dict(workers=2, chunk_size="64KiB", memory_limit="128MiB")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def words(path, size: int, seed: int = 1) -> bytes:
-    rnd = random.Random(seed)
-    vocab = [b"alpha", b"Beta", b"gamma", b"delta", b"needle?", b"x" * 40, b"\xff\xfe", b"z"]
-    lines, n = [], 0
-    while n < size:
-        line = b" ".join(rnd.choice(vocab) for _ in range(rnd.randint(0, 12))) + b"\n"
-        lines.append(line)
-        n += len(line)
-    data = b"".join(lines)
-    path.write_bytes(data)
-    return data
-
-
-def run(tmp_path, src, *stages, name="out", **kw) -> bytes:
-    out = tmp_path / name
-    pipeline(FileSource(str(src), **kw.pop("source", {})), *stages, FileSink(str(out)),
-             **{**SMALL, **kw})
-    return out.read_bytes()
 
 
 def write_job(tmp_path, body: str) -> str:
@@ -53,45 +32,15 @@ def write_job(tmp_path, body: str) -> str:
     return str(job)
 
 
-def commands(marker: str) -> list[psutil.Process]:
-    """Live processes whose command line holds `marker` (our sleeps, whoever their parent)."""
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-def kill_leftovers(marker: str) -> None:
-    """After a failure: end the commands this test started (found by their unique argument),
-    so one broken test does not leave sleeps behind."""
-    for p in commands(marker):
-        p.kill()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 # ------------------------------------------------------------------ output = the real tool's
 def test_tr_over_many_chunks_equals_tr_on_the_whole_file(tmp_path):
     tr, cmp = require_tool("tr"), require_tool("cmp")
     src = tmp_path / "in.txt"
-    words(src, 3 << 20)
+    write_words(src, 3 << 20)
     with open(src, "rb") as f:
         (tmp_path / "expect").write_bytes(subprocess.run([tr, "a-z", "A-Z"], stdin=f,
                                                          capture_output=True, check=True).stdout)
-    out = run(tmp_path, src, Exec(["tr", "a-z", "A-Z"]))
+    out = run_job(tmp_path, src, Exec(["tr", "a-z", "A-Z"]))
     assert len(out) == src.stat().st_size > 40 * (64 << 10)   # dozens of chunks, 2 workers
     subprocess.run([cmp, str(tmp_path / "expect"), str(tmp_path / "out")], check=True)
 
@@ -131,20 +80,20 @@ def test_grep_with_ok_exit_codes_0_1_equals_grep_and_fails_without(tmp_path):
     expect = subprocess.run([grep, "-F", "needle", str(src)], capture_output=True,
                             check=True).stdout
     assert expect.count(b"\n") == 6
-    out = run(tmp_path, src, Exec(["grep", "-F", "needle"], ok_exit_codes=[0, 1]))
+    out = run_job(tmp_path, src, Exec(["grep", "-F", "needle"], ok_exit_codes=[0, 1]))
     assert out == expect
     with pytest.raises(StageError, match=r"`grep -F needle` exited with code 1"):
-        run(tmp_path, src, Exec(["grep", "-F", "needle"]), name="out2")
+        run_job(tmp_path, src, Exec(["grep", "-F", "needle"]), name="out2")
 
 
 def test_output_is_exactly_what_the_command_writes_binary_and_larger_than_the_input(tmp_path):
     src = tmp_path / "in.bin"
     data = random.Random(3).randbytes(300_000)
     src.write_bytes(data)
-    out = run(tmp_path, src, Exec(["cat"]), source=dict(split="bytes"))
+    out = run_job(tmp_path, src, Exec(["cat"]), source=dict(split="bytes"))
     assert out == data
     # each chunk comes out 3 times: output 3x the chunk, streamed to the slot in pieces
-    expanded = run(tmp_path, src, Exec(["sh", "-c", 'f=$(mktemp); cat > "$f"; cat "$f" "$f" '
+    expanded = run_job(tmp_path, src, Exec(["sh", "-c", 'f=$(mktemp); cat > "$f"; cat "$f" "$f" '
                                         '"$f"; rm -f "$f"']),
                    name="out4", source=dict(split="bytes"))
     chunks = [data[i:i + (64 << 10)] for i in range(0, len(data), 64 << 10)]
@@ -160,7 +109,7 @@ def test_output_is_exactly_what_the_command_writes_binary_and_larger_than_the_in
 def test_a_failing_command_fails_the_job_naming_stage_chunk_status_and_stderr(
         tmp_path, stage, status, stderr):
     src = tmp_path / "in.txt"
-    words(src, 200 << 10)
+    write_words(src, 200 << 10)
     job = write_job(tmp_path, f"source: {{file: {src}}}\nstages:\n  - passthrough\n"
                               f"  - exec: {stage}\nsink: {{file: {tmp_path / 'out'}}}\n"
                               f"workers: 2\nchunk_size: 64KiB\nmemory_limit: 128MiB\n")
@@ -175,25 +124,25 @@ def test_a_failing_command_fails_the_job_naming_stage_chunk_status_and_stderr(
 
 def test_a_command_killed_by_a_signal_is_named_by_the_signal(tmp_path):
     src = tmp_path / "in.txt"
-    words(src, 10 << 10)
+    write_words(src, 10 << 10)
     with pytest.raises(StageError, match=r"was killed by SIGSEGV"):
-        run(tmp_path, src, Exec(["kill -SEGV $$"], shell=True))
+        run_job(tmp_path, src, Exec(["kill -SEGV $$"], shell=True))
 
 
 @pytest.mark.timeout(60)
 def test_megabytes_of_stderr_never_deadlock_and_only_the_tail_is_shown(tmp_path):
     src = tmp_path / "in.txt"
-    data = words(src, 300 << 10)
+    data = write_words(src, 300 << 10)
     # success: a command writing 11 MB of stderr and all of its input to stdout, per chunk
     noisy = "cat; yes 'noise noise' | head -c 11000000 >&2"
-    assert run(tmp_path, src, Exec([noisy], shell=True), chunk_size="256KiB") == data
+    assert run_job(tmp_path, src, Exec([noisy], shell=True), chunk_size="256KiB") == data
     # stderr first, then stdout: still no deadlock
     noisy = "yes 'noise noise' | head -c 11000000 >&2; cat"
-    assert run(tmp_path, src, Exec([noisy], shell=True), name="o2", chunk_size="256KiB") == data
+    assert run_job(tmp_path, src, Exec([noisy], shell=True), name="o2", chunk_size="256KiB") == data
     # failure: the error has the last lines only
     failing = "yes 'noise noise' | head -c 11000000 >&2; echo >&2; echo the last words >&2; exit 4"
     with pytest.raises(StageError) as e:
-        run(tmp_path, src, Exec([failing], shell=True), name="o3", chunk_size="256KiB")
+        run_job(tmp_path, src, Exec([failing], shell=True), name="o3", chunk_size="256KiB")
     msg = str(e.value)
     assert "exited with code 4" in msg and msg.rstrip().endswith("| the last words"), msg
     assert "its stderr (last 20 lines of 10.5 MiB):\n  | " in msg, msg
@@ -205,11 +154,11 @@ def test_a_command_that_stops_reading_is_not_an_error_its_output_is_kept(tmp_pat
     data = os.urandom((3 << 20) + 5)   # chunks far bigger than the pipe: writes hit EPIPE
     src.write_bytes(data)
     chunk = 1 << 20
-    out = run(tmp_path, src, Exec(["head", "-c", "10"]), chunk_size=chunk,
+    out = run_job(tmp_path, src, Exec(["head", "-c", "10"]), chunk_size=chunk,
               source=dict(split="bytes"))
     assert out == b"".join(data[i:i + 10] for i in range(0, len(data), chunk))
     # a command that exits at once without reading: only its exit code counts
-    assert run(tmp_path, src, Exec(["true"]), name="o2", chunk_size=chunk,
+    assert run_job(tmp_path, src, Exec(["true"]), name="o2", chunk_size=chunk,
                source=dict(split="bytes")) == b""
 
 
@@ -366,19 +315,7 @@ def test_a_sigkilled_parent_takes_its_command_with_it(setpriv):
               + "from dataflow.streams import ChunkInfo\n"
               f"it = e.Exec(['sleep', '{marker}']).transform(memoryview(b'x'), ChunkInfo())\n"
               "next(it, None)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True)
-    try:
-        [sleep] = wait_for(lambda: commands(marker), 10, "the command")
-        assert sleep.ppid() == proc.pid
-        proc.kill()
-        proc.wait()
-        wait_for(lambda: not psutil.pid_exists(sleep.pid)
-                 or sleep.status() == psutil.STATUS_ZOMBIE, 3, "the orphaned command to die")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(marker)
+    assert_command_dies_with_its_parent(script, marker, REPO)
 
 
 def test_chunk_timeout_sigterm_kills_the_command_group_too(tmp_path):

@@ -8,7 +8,6 @@ import os
 import random
 import re
 import subprocess
-import sys
 import time
 
 import psutil
@@ -22,36 +21,13 @@ from dataflow.sinks import BrokenPipe
 from workers.grep import Grep
 from workers.head import Head
 
-from conftest import require_tool
+from conftest import SMALL, assert_command_dies_with_its_parent, commands, require_tool, wait_for
 
-SMALL = dict(workers=2, chunk_size="64KiB", memory_limit="128MiB")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def shell(command: str) -> bytes:
     return subprocess.run(["sh", "-c", command], capture_output=True, check=True).stdout
-
-
-def commands(marker: str) -> list[psutil.Process]:
-    """Live processes whose command line holds `marker`, whoever their parent."""
-    out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if any(marker in a for a in p.info["cmdline"] or []) and \
-                    p.info["status"] != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 # ------------------------------------------------------------------ CommandSource
@@ -150,19 +126,7 @@ def test_a_sigkilled_parent_takes_its_source_command_with_it():
     script = ("from dataflow.procio import CommandSource\n"
               f"s = CommandSource(['sleep', '{marker}'])\ns.open()\n"
               "s.readinto(memoryview(bytearray(10)))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True)
-    try:
-        [sleep] = wait_for(lambda: commands(marker), 10, "the command")
-        proc.kill()
-        proc.wait()
-        wait_for(lambda: not psutil.pid_exists(sleep.pid)
-                 or sleep.status() == psutil.STATUS_ZOMBIE, 3, "the orphaned command to die")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for p in commands(marker):
-            p.kill()
+    assert_command_dies_with_its_parent(script, marker, REPO)
 
 
 # ------------------------------------------------------------------ CommandSink
