@@ -70,8 +70,10 @@ def add_parsers(sub: Any) -> None:
     _common(d)
     d.add_argument("-t", "--test", action="store_true",
                    help="check integrity only: decompress and discard")
-    d.add_argument("--backend", default="auto", choices=["auto", "zlib", "zlib-ng", "isal"],
-                   help="inflate implementation for gzip, bgzf and zlib")
+    d.add_argument("--backend", default="auto",
+                   choices=["auto", "zlib", "zlib-ng", "isal", "libdeflate"],
+                   help="inflate implementation for gzip, bgzf and zlib (libdeflate: BGZF "
+                        "blocks only; the rest takes auto's)")
     d.set_defaults(func=cmd_decompress)
 
 

@@ -589,7 +589,7 @@ def _bz2_stream_start(buf: bytes, i: int) -> bool:
 
 # -------------------------------------------------------------------------------- Decoder
 
-def _zlib_module(backend: str):
+def zlib_module(backend: str):
     if backend == "zlib":
         return zlib
     try:
@@ -698,7 +698,7 @@ class Decoder:
         self._skip_left = 0
         self._skipped = False       # skippable frames seen in the current member
         if fmt in ("gzip", "bgzf", "zlib"):
-            self._zmod = _zlib_module(backend)
+            self._zmod = zlib_module(backend)
             self._zerr = self._zmod.error
             self._wbits = 15 if fmt == "zlib" else 31
             self._step = Decoder._step_deflate  # unbound: no cycle through self

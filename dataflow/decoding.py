@@ -53,6 +53,37 @@ def inflate_backend(backend: str = "auto") -> str:
     return "zlib"  # pragma: no cover
 
 
+def block_inflater(backend: str = "auto") -> tuple[Any, Any]:
+    """(inflate, crc32) for whole raw-deflate blocks of known decoded size (BGZF's):
+    `inflate(data, size)` returns the decoded bytes (at most `size` of them) and raises on
+    corrupt or truncated data. `auto` takes libdeflate when installed (the fastest here: about
+    2.1 GB/s per core against isal's 1.3), else the streaming backends' order. With a zlib-family
+    backend it also raises when the deflate data ends before `data` does; libdeflate cannot
+    tell (workers/decompress.py says what that means)."""
+    if backend in ("auto", "libdeflate"):
+        try:
+            import deflate
+        except ImportError:
+            if backend == "libdeflate":
+                raise ValueError("backend libdeflate is not installed: pip install "
+                                 "'dataflow[fast]' (or pip install deflate)") from None
+        else:
+            return deflate.deflate_decompress, deflate.crc32
+    from .containers import zlib_module
+
+    module = zlib_module(inflate_backend(backend))
+    make = module.decompressobj
+
+    def inflate(data: Any, size: int) -> bytes:
+        d = make(-15)
+        out = d.decompress(data)
+        if not d.eof or d.unused_data:
+            raise ValueError("the deflate data does not fill the block")
+        return out
+
+    return inflate, module.crc32
+
+
 def _detect_file(path: str, fmt: str) -> str:
     with open(path, "rb") as f:
         head = f.read(HEAD)
@@ -190,7 +221,8 @@ class DecodingSource(_Delegate):
     def __init__(self, inner: Any, formats: list[str] | None, backend: str):
         super().__init__(inner)
         self.formats = formats
-        self.backend = inflate_backend(backend)
+        # libdeflate inflates whole BGZF blocks only: a stream decoded here takes auto's
+        self.backend = inflate_backend("auto" if backend == "libdeflate" else backend)
         self._queue: queue.Queue[Any] = queue.Queue(QUEUED)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
