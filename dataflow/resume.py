@@ -27,7 +27,6 @@ the source (`decompress`), folds that msgspec cannot encode.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 import time
@@ -82,6 +81,8 @@ def manifest_path(output: str) -> str:
 
 
 def identify(path: str) -> InputIdentity:
+    import hashlib   # here: resumable runs only (OpenSSL's load is 4 ms of every start)
+
     st = os.stat(path)
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(HASHED)).hexdigest()
@@ -123,6 +124,8 @@ def job_key(source: Any, stages: list[Any], *, capacity: int, chunk_size: int,
         "stages": [s.spec() for s in stages],
         "chunking": [capacity, chunk_size, context],
     }
+    import hashlib
+
     return hashlib.sha256(msgspec.msgpack.encode(description)).hexdigest()
 
 

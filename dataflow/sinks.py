@@ -27,7 +27,6 @@ import ctypes
 import errno
 import os
 import re
-import secrets
 import stat
 
 from .errors import SinkError
@@ -43,6 +42,12 @@ _TEMP_NAME = re.compile(r"\.(?P<stem>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]+" + re.escap
                         re.DOTALL)
 _STEM_MAX = 200  # bytes of the target's name kept in a temp name (NAME_MAX is 255)
 
+
+
+def _random_tag() -> str:
+    """16 random hex digits for a temp name (os.urandom: the `secrets` module would import
+    hashlib, and with it OpenSSL, into every run)."""
+    return os.urandom(8).hex()
 
 def _libc_function(name: str, argtypes: list):
     """A libc function via ctypes (errno kept), or None."""
@@ -115,7 +120,7 @@ def temp_path(path: str) -> str:
     `.{name}.{pid}.{random}.dataflow-tmp`."""
     directory, base = os.path.split(path)
     return os.path.join(directory, f".{_temp_stem(base)}.{os.getpid()}."
-                                   f"{secrets.token_hex(8)}{TEMP_SUFFIX}")
+                                   f"{_random_tag()}{TEMP_SUFFIX}")
 
 
 def remove_stale_temps(directory: str, base: str | None = None) -> list[str]:

@@ -322,3 +322,32 @@ class FaultInFlush(Fault):
         if self.at == "flush" and _fault_now(self.marker, self.once):
             _do_fault(self.how, "flush")
         return None
+
+
+class AtExit(Transform):
+    """Passes data through; its setup registers an exit handler, starts a non-daemon thread
+    and prints without a newline: each leaves a trace in `directory` (or on stdout) only if the
+    worker's exit runs it."""
+
+    name = "at-exit"
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def setup(self) -> None:
+        import atexit
+        import sys
+        import threading
+
+        pid = os.getpid()
+        atexit.register(lambda: open(os.path.join(self.directory, f"atexit-{pid}"), "w").close())
+
+        def late() -> None:
+            time.sleep(0.3)
+            open(os.path.join(self.directory, f"thread-{pid}"), "w").close()
+
+        threading.Thread(target=late).start()
+        sys.stdout.write(f"unflushed-{pid}")
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
+        return data

@@ -307,7 +307,7 @@ def test_a_symlink_planted_at_the_temp_name_is_not_followed(tmp_path, monkeypatc
     import dataflow.sinks as sinks
 
     names = iter(["%016x" % i for i in range(10)])
-    monkeypatch.setattr(sinks.secrets, "token_hex", lambda n: next(names))
+    monkeypatch.setattr(sinks, "_random_tag", lambda: next(names))
     victim = tmp_path / "victim"
     victim.write_bytes(OLD)
     planted = [tmp_path / f".out.log.{os.getpid()}.{'%016x' % i}{TEMP_SUFFIX}" for i in (0, 1)]

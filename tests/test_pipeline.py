@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -236,3 +237,24 @@ def test_empty_input_gives_empty_output(tmp_path):
     src.write_bytes(b"")
     assert run_to_file(tmp_path, FileSource(str(src)), dataflow.Grep("x")) == b""
     assert (tmp_path / "out").exists()
+
+
+def test_workers_still_run_exit_handlers_threads_and_flush_after_a_clean_stop(tmp_path):
+    """Workers skip the interpreter's teardown after a clean stop, but not what user code may
+    rely on: its atexit handlers, its non-daemon threads, its unflushed prints."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"line\n" * 200_000)
+    script = (
+        "import sys, dataflow\n"
+        "from helper_transforms import AtExit\n"
+        f"dataflow.pipeline(dataflow.FileSource({str(src)!r}), AtExit({str(tmp_path)!r}),"
+        " dataflow.NullSink(), workers=2, chunk_size='64KiB')\n")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": tests + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    pids = [int(p) for p in r.stdout.decode().split("unflushed-")[1:]]
+    assert len(pids) == 2, r.stdout
+    for pid in pids:
+        assert (tmp_path / f"atexit-{pid}").exists()
+        assert (tmp_path / f"thread-{pid}").exists()
