@@ -18,6 +18,10 @@ Rules:
   the same messages and offsets. libdeflate does not say where a block's deflate data ends, so
   bytes between its end and the trailer go unnoticed when the block's CRC-32 and length are
   right (the data is intact; bgzip does not notice either); the zlib-family backends check it.
+- A zstd chunk that is one frame recording its content size (up to PIECE: dataflow's own
+  frames) is decoded in one call that also checks the frame's checksum and refuses bytes after
+  the frame; anything else, or any error there, goes through the strict `Decoder` from the
+  start of the chunk (nothing has gone out yet), which decodes it or names what is wrong.
 """
 from __future__ import annotations
 
@@ -65,6 +69,10 @@ class Decompress(Transform):
         # the streaming decoder cannot use libdeflate: with it, the strict fallback takes auto's
         self._backend = inflate_backend("auto" if self.backend == "libdeflate" else self.backend)
         self._inflate, self._crc32 = block_inflater(self.backend)
+        if self.format == "zstd":
+            import zstandard
+            self._zstd = zstandard
+            self._zctx = zstandard.ZstdDecompressor()
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
         if self.format == "auto":
@@ -72,7 +80,23 @@ class Decompress(Transform):
                              "(a bug: dataflow.decoding.prepare does that)")
         if self.format == "bgzf" and len(data):
             return self._bgzf(data, chunk.offset)
+        if self.format == "zstd":
+            out = self._zstd_frame(data)
+            if out is not None:
+                return out
         return self._pieces(data, chunk.offset)
+
+    def _zstd_frame(self, data: memoryview) -> bytes | None:
+        """The chunk's output when it is one frame of known size up to PIECE, else None."""
+        zstd = self._zstd
+        try:
+            size = zstd.frame_content_size(data)
+            if not 0 <= size <= PIECE:
+                return None
+            out = self._zctx.decompress(data, max_output_size=size, allow_extra_data=False)
+        except zstd.ZstdError:   # the strict decoder says what is wrong, and where
+            return None
+        return out if len(out) == size else None
 
     def _bgzf(self, data: memoryview, offset: int) -> Iterator[Any]:
         inflate: Callable[[memoryview, int], Any] = self._inflate
