@@ -23,7 +23,7 @@ import queue
 import threading
 from typing import Any
 
-from .containers import CorruptInput, Decoder, detect, member_layout
+from .containers import CorruptInput, Decoder, detect, member_layout, zlib_module
 from .errors import SourceError
 from .framing import RecordTooLong
 
@@ -35,9 +35,12 @@ HEAD = 64         # bytes read to detect the format
 
 
 def inflate_backend(backend: str = "auto") -> str:
-    """The inflate implementation to use for gzip/bgzf/zlib: the fastest installed for auto."""
+    """The streaming inflate implementation for gzip/bgzf/zlib: the fastest installed for auto.
+    `libdeflate` inflates whole BGZF blocks only (block_inflater): streams then take auto's."""
     import importlib
 
+    if backend == "libdeflate":
+        backend = "auto"
     modules = {"isal": "isal.isal_zlib", "zlib-ng": "zlib_ng.zlib_ng", "zlib": "zlib"}
     names = ("isal", "zlib-ng", "zlib") if backend == "auto" else (backend,)
     for name in names:
@@ -69,8 +72,6 @@ def block_inflater(backend: str = "auto") -> tuple[Any, Any]:
                                  "'dataflow[fast]' (or pip install deflate)") from None
         else:
             return deflate.deflate_decompress, deflate.crc32
-    from .containers import zlib_module
-
     module = zlib_module(inflate_backend(backend))
     make = module.decompressobj
 
@@ -221,8 +222,7 @@ class DecodingSource(_Delegate):
     def __init__(self, inner: Any, formats: list[str] | None, backend: str):
         super().__init__(inner)
         self.formats = formats
-        # libdeflate inflates whole BGZF blocks only: a stream decoded here takes auto's
-        self.backend = inflate_backend("auto" if backend == "libdeflate" else backend)
+        self.backend = inflate_backend(backend)
         self._queue: queue.Queue[Any] = queue.Queue(QUEUED)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,21 +36,26 @@ def _segments() -> set[str]:
     return out
 
 
-def _children() -> list[psutil.Process]:
-    """Live descendants, except multiprocessing's resource tracker: spawn starts one per
-    interpreter on first use and it lives until the interpreter exits (we register nothing
+def _live(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """`processes` that are alive, except multiprocessing's resource tracker: spawn starts one
+    per interpreter on first use and it lives until the interpreter exits (we register nothing
     with it: see dataflow/shm.py)."""
     out = []
-    for c in psutil.Process().children(recursive=True):
+    for c in processes:
         try:
             if c.status() == psutil.STATUS_ZOMBIE:
                 continue
             if any("multiprocessing.resource_tracker" in a for a in c.cmdline()):
                 continue
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             continue
         out.append(c)
     return out
+
+
+def _children() -> list[psutil.Process]:
+    """Live descendants of this process, but the resource tracker."""
+    return _live(psutil.Process().children(recursive=True))
 
 
 @pytest.fixture(autouse=True)
@@ -81,24 +87,21 @@ def session_processes(sid: int) -> list[int]:
     return out
 
 
+def kill_group_if_alive(proc: subprocess.Popen) -> None:
+    """SIGKILL the session `proc` leads (started with start_new_session=True) unless it has
+    exited, and reap it: the end of a test's `finally`, so a failing test leaves nothing."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def worker_processes(pid: int) -> list[psutil.Process]:
-    """The live worker processes of coordinator `pid`: its children, except multiprocessing's
-    resource tracker (a child too)."""
-    out = []
+    """The live worker processes of coordinator `pid`: its children, but the resource tracker
+    (a child too)."""
     try:
-        children = psutil.Process(pid).children()
+        return _live(psutil.Process(pid).children())
     except psutil.Error:
-        return out
-    for c in children:
-        try:
-            if c.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if any("resource_tracker" in a for a in c.cmdline()):
-                continue
-        except psutil.Error:
-            continue
-        out.append(c)
-    return out
+        return []
 
 
 def segments_of(pid: int) -> list[str]:

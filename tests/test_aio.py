@@ -110,20 +110,23 @@ def test_apipeline_returns_stats_and_writes_the_file(tmp_path, sample_log):
     assert out.read_bytes() == expect and stats.bytes_out == len(expect)
 
 
+async def seconds_to_cancel(job, after: float) -> float:
+    """Run coroutine `job` as a task, cancel it `after` seconds, and return how long the
+    cancellation took to land (it must raise CancelledError)."""
+    task = asyncio.create_task(job)
+    await asyncio.sleep(after)
+    task.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return time.monotonic() - started
+
+
 def test_cancelling_the_apipeline_task_aborts_the_job(tmp_path):
     out = tmp_path / "out.log"
 
-    async def main() -> float:
-        task = asyncio.create_task(apipeline(GenerateSource(1 << 30), Slow(0.02),
-                                             FileSink(out), **JOB))
-        await asyncio.sleep(1.0)
-        task.cancel()
-        started = time.monotonic()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return time.monotonic() - started
-
-    assert asyncio.run(main()) < 5
+    job = apipeline(GenerateSource(1 << 30), Slow(0.02), FileSink(out), **JOB)
+    assert asyncio.run(seconds_to_cancel(job, after=1.0)) < 5
     assert os.listdir(tmp_path) == []
 
 
@@ -171,20 +174,11 @@ def test_a_loop_closed_without_closing_the_stream_still_tears_the_job_down():
 
 
 def test_cancelling_apipeline_cancels_an_async_sink_that_waits():
-    async def main() -> float:
-        async def sink(data: bytes) -> None:
-            await asyncio.sleep(3600)
+    async def sink(data: bytes) -> None:
+        await asyncio.sleep(3600)
 
-        task = asyncio.create_task(apipeline(GenerateSource(1 << 20), dataflow.CallableSink(sink),
-                                             **JOB))
-        await asyncio.sleep(1.5)
-        task.cancel()
-        started = time.monotonic()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return time.monotonic() - started
-
-    assert asyncio.run(main()) < 5
+    job = apipeline(GenerateSource(1 << 20), dataflow.CallableSink(sink), **JOB)
+    assert asyncio.run(seconds_to_cancel(job, after=1.5)) < 5
 
 
 def test_async_hooks_of_a_sync_callable_sink_run_under_apipeline():

@@ -10,8 +10,6 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from conftest import require_tool, run_cli
 from dataflow.config import load_job
 from dataflow.sample_records import sample_blocks

@@ -20,8 +20,9 @@ from dataflow.streams import ChunkInfo
 import workers.exec as exec_module
 from workers.exec import CommandError, Exec
 
-from conftest import (assert_command_dies_with_its_parent, commands, kill_leftovers, require_tool,
-                      run_cli, run_job, segments_of, session_processes, wait_for, write_words)
+from conftest import (assert_command_dies_with_its_parent, commands, kill_group_if_alive,
+                      kill_leftovers, require_tool, run_cli, run_job, segments_of,
+                      session_processes, wait_for, write_words)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -265,9 +266,7 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
     try:
         proc.wait(timeout=timeout)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group_if_alive(proc)
         err = proc.stderr.read().decode()
         proc.stderr.close()
     return err

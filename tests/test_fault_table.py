@@ -37,7 +37,8 @@ import msgspec
 import psutil
 import pytest
 
-from conftest import require_tool, segments_of, session_processes, worker_processes
+from conftest import (kill_group_if_alive, require_tool, segments_of, session_processes,
+                      worker_processes)
 from dataflow.generate import write_sample
 from dataflow.sinks import TEMP_SUFFIX
 
@@ -406,9 +407,7 @@ def test_fault_table(row: Row, tmp_path, data, references, request, tmp_path_fac
         else:
             proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group_if_alive(proc)
         if proc.stdin is not None:
             proc.stdin.close()
     err = err_file.read_text(errors="replace")

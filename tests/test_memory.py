@@ -16,7 +16,7 @@ from typing import Callable
 import msgspec
 import psutil
 
-from conftest import require_tool, worker_processes
+from conftest import kill_group_if_alive, require_tool, worker_processes
 from dataflow.generate import write_sample
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -62,9 +62,7 @@ def run_sampled(args: list[str], cwd, env: dict[str, str] | None = None,
     try:
         peak, samples = sample_until_exit(proc, on_sample=on_sample)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group_if_alive(proc)
     err = proc.stderr.read().decode()
     proc.stderr.close()
     return proc.returncode, peak, samples, err

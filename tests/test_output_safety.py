@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import psutil
 import pytest
 
 import dataflow
-from conftest import run_cli, segments_of, session_processes
+from conftest import kill_group_if_alive, run_cli, segments_of, session_processes
 from dataflow import FileSink, FileSource, pipeline
 from dataflow.errors import SinkError
 from dataflow.generate import write_sample
@@ -54,9 +53,7 @@ def run_job(tmp_path: Path, *args: str, timeout: float = 60):
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group_if_alive(proc)
     return proc.returncode, err.decode(errors="replace"), proc.pid
 
 

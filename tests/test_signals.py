@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import segments_of, session_processes
+from conftest import kill_group_if_alive, segments_of, session_processes
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -60,9 +60,7 @@ def test_signal_during_sequential_decompression_of_an_endless_stream(tmp_path, s
         elapsed = time.monotonic() - t0
     finally:
         stop.set()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group_if_alive(proc)
         feeder.join(5)
         try:
             proc.stdin.close()  # flushes what the feeder buffered: the reader may be gone

@@ -56,19 +56,16 @@ class Decompress(Transform):
         self.backend = backend
 
     def check(self) -> None:
-        from dataflow.decoding import block_inflater, inflate_backend
+        from dataflow.decoding import block_inflater
 
-        if self.backend == "libdeflate":
-            block_inflater("libdeflate")
-        else:
-            inflate_backend(self.backend)
+        block_inflater(self.backend)   # checks the streaming backend too
 
     def setup(self) -> None:
         from dataflow.decoding import block_inflater, inflate_backend
 
-        # the streaming decoder cannot use libdeflate: with it, the strict fallback takes auto's
-        self._backend = inflate_backend("auto" if self.backend == "libdeflate" else self.backend)
-        self._inflate, self._crc32 = block_inflater(self.backend)
+        self._backend = inflate_backend(self.backend)   # the strict Decoder's
+        if self.format == "bgzf":
+            self._inflate, self._crc32 = block_inflater(self.backend)
         if self.format == "zstd":
             import zstandard
             self._zstd = zstandard
