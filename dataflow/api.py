@@ -15,7 +15,7 @@ from .coordinator import Run, Stats
 from .chain import Chain, flatten
 from .directory import DirectorySink, run_each
 from .errors import DataflowError, JobTimeout, SinkError, UsageError
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, object_reserve
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
 from .sinks import FileSink, ends_job_quietly
@@ -84,10 +84,13 @@ def source_buffer(source: Any) -> int:
 
 
 def stage_memory(stages: Any, chunk_size: int) -> int:
-    """What the stages of one worker declare they hold beyond the interpreter and the chunk
-    (`Transform.worker_memory`): an xz encoder's tables, a model loaded in setup."""
-    return sum(max(0, int(s.worker_memory(chunk_size))) for s in stages
-               if hasattr(s, "worker_memory"))
+    """What the stages of one worker declare they hold beyond the interpreter and the chunk:
+    each stage's own (`Transform.worker_memory`: an xz encoder's tables, a model loaded in
+    setup), plus the Python objects a chunk becomes (`Transform.object_memory`), reserved
+    once per worker for the stage that builds the most (plan.object_reserve)."""
+    own = sum(max(0, int(s.worker_memory(chunk_size))) for s in stages
+              if hasattr(s, "worker_memory"))
+    return own + object_reserve(stages, chunk_size)
 
 
 def context_size(stages: list[Transform]) -> int:

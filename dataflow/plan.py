@@ -5,7 +5,10 @@ The memory of a job's process tree is (PSS, so the shared arena counts once):
     total = COORDINATOR + workers * WORKER            interpreters, measured on this stack
           + workers * stage_memory                    what the stages declare they hold
                                                       (Transform.worker_memory: an xz
-                                                      encoder's tables, a model)
+                                                      encoder's tables, a model), and the
+                                                      Python objects a chunk becomes, kept
+                                                      mapped (Transform.object_memory:
+                                                      lines, records; object_reserve)
           + slots * slot_size                         the shared arena
           + workers * SCRATCH * slot_size             transient output a transform builds
                                                       in its own heap before it is copied
@@ -29,7 +32,7 @@ before it) gets that many bytes more per slot: the source copies them behind the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import ResourceError
 from .sizes import format_size
@@ -69,7 +72,8 @@ class Plan:
         scratch = self.workers * SCRATCH * self.slot_size
         declared = ([f"  stages' own memory   {format_size(self.workers * self.stage_memory):>12}"
                      f"   {self.workers} workers x {format_size(self.stage_memory)} (declared by "
-                     f"the stages)"] if self.stage_memory else [])
+                     f"the stages: their own, and the Python objects a chunk becomes)"]
+                    if self.stage_memory else [])
         buffered = ([f"  set aside            {format_size(self.source_buffer):>12}   held by "
                      f"the source or sink (HTTP parts, tee branches' own jobs)"]
                     if self.source_buffer else [])
@@ -88,6 +92,14 @@ class Plan:
             f"chunks of up to {format_size(self.capacity)}"
             + (f" (+ {format_size(self.context)} of context)" if self.context else ""),
         ])
+
+
+def object_reserve(stages: Any, chunk_size: int) -> int:
+    """The small-object memory a worker keeps mapped for chunks of `chunk_size`: the most any
+    one stage declares (`Transform.object_memory`; a chain of record stages shares one decode,
+    so their objects are mostly the same ones)."""
+    return max((max(0, int(s.object_memory(chunk_size))) for s in stages
+                if hasattr(s, "object_memory")), default=0)
 
 
 def estimate(workers: int, slot_size: int, slots: int) -> int:

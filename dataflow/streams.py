@@ -116,6 +116,14 @@ class Transform:
         memory plan sets this much aside per worker, and the watchdog allows it."""
         return 0
 
+    def object_memory(self, chunk_size: int) -> int:
+        """Bytes of Python objects (lines, records, their fields) this stage builds from a chunk
+        of `chunk_size` and drops after it. The worker keeps that much of Python's small-object
+        memory mapped for the whole run (worker._reserve_object_memory): without it, the
+        memory of every chunk's objects goes back to the system when they are freed and is
+        faulted in again for the next chunk. The memory plan counts it per worker."""
+        return 0
+
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
         return data
 
@@ -184,6 +192,14 @@ class RecordTransform(Transform):
 
     def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
         return records
+
+    def object_memory(self, chunk_size: int) -> int:
+        """The records a chunk of the input format decodes into (records.OBJECTS); before
+        bind(), the most any format needs."""
+        from .records import MOST_OBJECTS, OBJECTS
+
+        fmt = self.input_format
+        return (MOST_OBJECTS if fmt is None else OBJECTS.get(fmt.kind, MOST_OBJECTS)) * chunk_size
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> Any:
         records = self.process(self.input_format.decode(data), chunk)

@@ -76,7 +76,8 @@ def test_python_stage_memory_option(tmp_path):
                    "sink: {null: true}\nmemory_limit: 400MiB\n")
     r = run_cli("run", str(job), "--explain")
     assert r.returncode == 0, r.stderr
-    assert b"stages' own memory      128.0 MiB   2 workers x 64.0 MiB" in r.stdout
+    # 64 MiB declared, and the chunk's lines (2 x 4 MiB), kept mapped
+    assert b"stages' own memory      144.0 MiB   2 workers x 72.0 MiB" in r.stdout
     r = run_cli("run", str(job), "--set", "stages[0].python.memory=lots")
     assert r.returncode == 2
     assert b"stages[0].python.memory: expected a size" in r.stderr

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from dataflow.records import RecordError
+from dataflow.records import OBJECTS, RecordError
 from dataflow.predicates import OptionError
 from dataflow.registry import resolve
 from dataflow.sizes import parse_size
@@ -78,6 +78,11 @@ class PythonFunction(RecordTransform):
 
     def worker_memory(self, chunk_size: int) -> int:
         return self.memory
+
+    def object_memory(self, chunk_size: int) -> int:
+        if self.mode == "line":    # the chunk's lines and what the function returns
+            return OBJECTS["lines"] * chunk_size
+        return super().object_memory(chunk_size) if self.mode == "record" else 0
 
     def bind(self, fmt: Any) -> Any:
         if self.mode == "record":
