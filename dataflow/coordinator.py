@@ -46,6 +46,7 @@ from . import scheduler as S
 from .errors import (Cancelled, DataflowError, JobTimeout, RemoteTraceback, StageError,
                      SourceError, UsageError, WorkerCrashedError)
 from .framing import Framer
+from .launch import process_class
 from .limit import RecordLimit
 from .records import RecordError, RecordFormat, bind_chain, header_position, with_header
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
@@ -187,6 +188,8 @@ class Run:
         self.chunk_size = min(chunk_size or plan.capacity, plan.capacity)
         self.progress = progress
         self.ctx = mp.get_context(start_method)
+        self.process_class = process_class(start_method)
+        self.start_method = start_method
         self.max_attempts = max_attempts
         self.chunk_timeout = chunk_timeout
         self.worker_max_chunks = worker_max_chunks
@@ -218,7 +221,7 @@ class Run:
     def _start_worker(self, index: int) -> None:
         assert self.arena is not None
         parent, child = self.ctx.Pipe(duplex=True)
-        p = self.ctx.Process(
+        p = self.process_class(
             target=worker_module.main, name=f"dataflow-worker-{index}",
             args=(child, self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
                   os.getpid(), self.plan.context, self.record_format))
@@ -390,10 +393,11 @@ class Run:
             if point is not None and plan.context:
                 reader.tail = self.source.read_before(point.source_offset, plan.context)
             self._bind(reader, point)
-            # spawn starts this helper on first use and unblocks SIGINT around it, which would
-            # undo the mask _start_worker relies on: start it first
-            with _starting_workers():
-                resource_tracker.ensure_running()
+            if self.start_method != "spawn":   # forkserver's, not ours (launch.py)
+                # multiprocessing starts its tracker on first use and unblocks SIGINT around
+                # it, which would undo the mask _start_worker relies on: start it first
+                with _starting_workers():
+                    resource_tracker.ensure_running()
             for i in range(plan.workers):
                 self._start_worker(i)
             actions: deque[Any] = deque(sched.start())

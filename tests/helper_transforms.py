@@ -351,3 +351,21 @@ class AtExit(Transform):
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> memoryview:
         return data
+
+
+class SharedMemoryUser(Transform):
+    """Passes data through; its setup creates, fills, reads back and unlinks a
+    multiprocessing.shared_memory block, which needs a resource tracker in the worker."""
+
+    name = "shared-memory-user"
+
+    def setup(self) -> None:
+        from multiprocessing import shared_memory
+
+        block = shared_memory.SharedMemory(create=True, size=4096)
+        try:
+            block.buf[:5] = b"hello"
+            assert bytes(block.buf[:5]) == b"hello"
+        finally:
+            block.close()
+            block.unlink()
