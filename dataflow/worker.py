@@ -22,19 +22,17 @@ Rules:
   compressor after a select compresses the new header too.
 - An exception in a stage is reported as data (type, message, traceback), never pickled; a
   RecordError also gives the failing record's stream offset.
-- After a clean stop the process skips the interpreter's teardown (module by module garbage
-  collection: 20-60 ms here, which the coordinator waits for before it can finish): the
-  exit handlers user code registered, multiprocessing's finalizers and the join of non-daemon
-  threads still run first, then the standard streams are flushed and the process ends with
-  status 0. Any other end (an error, a signal) exits the usual way.
+- After a clean stop the process skips the interpreter's teardown (quickexit.py: 20-60 ms
+  here, which the coordinator waits for before it can finish): the exit handlers user code
+  registered, multiprocessing's finalizers and the join of non-daemon threads still run
+  first, then the standard streams are flushed and the process ends with status 0. Any other
+  end (an error, a signal) exits the usual way.
 """
 from __future__ import annotations
 
-import atexit
 import ctypes
 import os
 import signal
-import sys
 import time
 import traceback
 from collections import deque
@@ -44,6 +42,7 @@ from typing import Any
 import msgspec
 
 from . import messages as M
+from . import quickexit
 from .errors import DataflowError
 from .records import (Batch, RecordError, RecordFormat, bind_chain, header_position, run_stage,
                       with_header)
@@ -351,20 +350,6 @@ def _reserve_object_memory(size: int) -> None:
     _reserve[:] = blocks[::_RESERVE_KEEP]
 
 
-_clean_stop = False
-
-
-def _skip_teardown_after_a_clean_stop() -> None:
-    if _clean_stop:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(0)
-
-
 def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
          parent_pid: int, context: int = 0, record_format: bytes = b"") -> None:
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
@@ -372,7 +357,7 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # our parent's
     if os.environ.pop("_DATAFLOW_SAFE_PATH", None):    # set for our start (coordinator.py)
         os.environ.pop("PYTHONSAFEPATH", None)
-    atexit.register(_skip_teardown_after_a_clean_stop)  # first in: runs after the user's
+    quickexit.arm()     # before user code registers its exit handlers: ours runs after them
     libc = _libc()
     _die_with_parent(libc, parent_pid)
     _keep_freed_memory(libc, slot_size)
@@ -397,8 +382,7 @@ def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: b
         _reserve_object_memory(object_reserve(w.stages, slot_size - context))
         w.send(M.Ready(os.getpid()))
         w.serve()
-        global _clean_stop
-        _clean_stop = True                 # serve() returns on the coordinator's Stop only
+        quickexit.done(0)                  # serve() returns on the coordinator's Stop only
     except (_Stop, BrokenPipeError, ConnectionResetError):
         pass
     finally:

@@ -452,3 +452,56 @@ def test_cleanup_with_nothing_stale_exits_0(tmp_path):
     lines = r.stdout.decode().splitlines()
     assert lines == ["nothing to clean up"] or all(
         line.startswith(f"removed /dev/shm/{PREFIX}") for line in lines)
+
+
+EXIT_MODULE = '''
+import atexit, os, sys, threading, time
+
+DIR = {directory!r}
+PID = os.getpid()
+atexit.register(lambda: open(os.path.join(DIR, f"atexit-{{PID}}"), "w").close())
+
+
+def late():
+    time.sleep(0.3)
+    open(os.path.join(DIR, f"thread-{{PID}}"), "w").close()
+
+
+threading.Thread(target=late).start()
+sys.stdout.write(f"unflushed-{{PID}}")
+
+
+class Teardown:
+    """Leaves a trace when the interpreter's teardown collects this module's globals (what it
+    uses is bound in advance: the teardown clears module globals)."""
+    def __del__(self, open=open, path=os.path.join(DIR, f"teardown-{{PID}}")):
+        open(path, "w").close()
+
+
+KEPT = Teardown()
+
+
+def keep(line):
+    return line
+'''
+
+
+def test_the_command_skips_teardown_but_runs_exit_handlers_threads_and_flushes(tmp_path):
+    """The `dataflow` command ends without the interpreter's teardown once its job is done
+    (quickexit.py), but user code the coordinator imported still gets its exit handlers, its
+    non-daemon threads and its unflushed output."""
+    (tmp_path / "exitmod.py").write_text(EXIT_MODULE.format(directory=str(tmp_path)))
+    (tmp_path / "in.txt").write_bytes(b"line\n" * 1000)
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {file: in.txt}\nstages:\n"
+                   "  - python: {callable: 'exitmod:keep', mode: line}\n"
+                   "sink: {file: out.txt}\n")
+    r = run_cli("run", str(job), "-q", cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.txt").read_bytes() == b"line\n" * 1000
+    pid = int(r.stdout.decode().split("unflushed-")[1])
+    assert (tmp_path / f"atexit-{pid}").exists()
+    assert (tmp_path / f"thread-{pid}").exists()
+    assert not (tmp_path / f"teardown-{pid}").exists()
+    r = run_cli("run", str(job), "-q", "--set", "source.file=missing.txt", cwd=str(tmp_path))
+    assert r.returncode == 1 and b"cannot read missing.txt" in r.stderr    # the status stays
