@@ -94,6 +94,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sync", dest="sync", action="store_false",
                    help="do not fsync the output before renaming it into place (as gzip and "
                         "pigz do): atomic, not durable; the input is still removed after")
+    p.add_argument("--keep-cache", action="store_true",
+                   help="keep the output in the page cache (by default what is written and on "
+                        "disk is dropped from it as the job goes: a large output does not fill "
+                        "the cache)")
 
 
 def _workers(value: str) -> int | str:
@@ -221,7 +225,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
             except (ValueError, ImportError) as e:
                 raise UsageError(str(e)) from None
         source = FileSource(src, split="bytes") if src else StdinSource(split="bytes")
-        sink = FileSink(out, sync=args.sync) if out else StdoutSink()
+        sink = FileSink(out, sync=args.sync, keep_cache=args.keep_cache) if out else \
+            StdoutSink()
         _run(source, [stage], sink, args, chunk_size, src or "<stdin>")
         _finish(src, out, args)
     return 0
@@ -245,7 +250,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     for src, out in targets:
         _prepare(src, out, args)
         source = FileSource(src, split="bytes") if src else StdinSource(split="bytes")
-        sink = NullSink() if args.test else FileSink(out, sync=args.sync) if out else \
+        sink = NullSink() if args.test else \
+            FileSink(out, sync=args.sync, keep_cache=args.keep_cache) if out else \
             StdoutSink()
         _run(source, [stage_class("decompress")(backend=args.backend)], sink, args,
              args.chunk_size or api.DEFAULT_CHUNK_SIZE, src or "<stdin>")

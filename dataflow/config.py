@@ -98,6 +98,7 @@ class SinkSpec(msgspec.Struct, forbid_unknown_fields=True):
     ok_exit_codes: list[int] = msgspec.field(default_factory=lambda: [0])
     stderr: Literal["capture", "inherit"] = "inherit"   # command: its stdout is ours
     sync: bool = True  # file, directory: fsync before the rename (durable), not only atomic
+    keep_cache: bool = False  # file, directory: keep the output in the page cache (sinks.py)
     suffix: str = ""          # directory: added to each output name
     strip_suffix: str = ""    # directory: removed from each input name first (".gz")
     root: str | None = None   # directory: input paths are mirrored relative to this
@@ -679,7 +680,8 @@ def _build_source(spec: SourceSpec, node: Any, file: str) -> Any:
 
 
 _SINK_KINDS = ("file", "stdout", "null", "directory", "tee", "url", "tcp", "command")
-_SINK_OPTIONS = {"sync": ("file", "directory"), "suffix": ("directory",),
+_SINK_OPTIONS = {"sync": ("file", "directory"), "keep_cache": ("file", "directory"),
+                 "suffix": ("directory",),
                  "strip_suffix": ("directory",), "root": ("directory",),
                  "storage_options": ("url",), "part_size": ("url",), "listen": ("tcp",),
                  "timeout": ("tcp",), "close_timeout": ("tcp",), "shell": ("command",), "env": ("command",),
@@ -780,10 +782,10 @@ def _build_sink(spec: SinkSpec, node: Any, file: str,
             return out
         return _built(make, parts, node, file)
     if kind == "file":
-        return FileSink(spec.file, sync=spec.sync)
+        return FileSink(spec.file, sync=spec.sync, keep_cache=spec.keep_cache)
     if kind == "directory":
         return DirectorySink(spec.directory, suffix=spec.suffix, strip_suffix=spec.strip_suffix,
-                             root=spec.root, sync=spec.sync)
+                             root=spec.root, sync=spec.sync, keep_cache=spec.keep_cache)
     if kind == "tee":
         assert spec.tee is not None
         if len(spec.tee) < 2:

@@ -30,13 +30,14 @@ class DirectorySink:
 
     def __init__(self, directory: str | os.PathLike, *, suffix: str = "",
                  strip_suffix: str = "", root: str | os.PathLike | None = None,
-                 overwrite: bool = True, sync: bool = True):
+                 overwrite: bool = True, sync: bool = True, keep_cache: bool = False):
         self.directory = os.fspath(directory)
         self.suffix = suffix
         self.strip_suffix = strip_suffix
         self.root = os.fspath(root) if root is not None else None
         self.overwrite = overwrite
         self.sync = sync
+        self.keep_cache = keep_cache
         self.bytes = 0
         self.outputs: list[str] = []   # files written so far
 
@@ -107,7 +108,8 @@ def run_each(source: Any, stages: list[Any], sink: DirectorySink,
         except OSError as e:
             raise SinkError(f"cannot make directory {folder} for {target}: {e.strerror}") \
                 from None
-        file_sink = FileSink(target, sync=sink.sync, overwrite=sink.overwrite)
+        file_sink = FileSink(target, sync=sink.sync, overwrite=sink.overwrite,
+                             keep_cache=sink.keep_cache)
         file_sink.check(inputs)
         sinks.append(file_sink)
     total = empty_stats

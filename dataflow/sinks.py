@@ -20,6 +20,15 @@ Rules (PITFALLS 10):
 - Write errors name the file and the cause: disk full (ENOSPC), file too large (EFBIG: the
   filesystem's limit or `ulimit -f`), quota exceeded (EDQUOT).
 - Writing to a closed pipe (`| head`) raises `BrokenPipe`, which the CLI exits on quietly.
+- Drop-behind: the file sink starts the disk writing of every WRITEBACK_EVERY bytes as they
+  are written, and once a range is DROP_LAG bytes behind, waits for its writing to finish
+  (at once, unless the disk is that far behind) and drops it from the page cache. A job's
+  output then holds about DROP_LAG of page cache however large it grows, instead of growing
+  the cache by its whole size: evicting what other programs had cached, counting against a
+  cgroup's memory limit, stalling in the kernel's dirty-page throttling. The final fsync finds
+  little left to write. `keep_cache=True` keeps what is written in the cache (a reader that
+  comes right after reads memory, not disk); with `sync=False` as well, nothing is written
+  before the kernel decides to.
 """
 from __future__ import annotations
 
@@ -34,7 +43,9 @@ from .owners import owner_alive
 
 
 WRITEBACK_EVERY = 32 << 20  # start the disk writing every 32 MiB so the final fsync is short
+DROP_LAG = 64 << 20         # drop-behind: written bytes kept in the page cache (see above)
 _SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT = 1 | 2 | 4   # wait for writing under way, write, wait for that
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 TEMP_SUFFIX = ".dataflow-tmp"
@@ -59,8 +70,8 @@ def _libc_function(name: str, argtypes: list):
     return fn
 
 
-# Linux's sync_file_range(2): start writeback without waiting
-_start_writeback = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64,
+# Linux's sync_file_range(2): start writeback (or with _WAIT, finish it)
+_sync_range = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64,
                                                       ctypes.c_int64, ctypes.c_uint])
 # renameat2(2) with RENAME_NOREPLACE: rename unless the target exists, atomically
 _renameat2 = _libc_function("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
@@ -180,14 +191,19 @@ class FileSink:
     `dataflow run` passes `overwrite=False` unless given `--force`.
     """
 
-    def __init__(self, path: str | os.PathLike, *, sync: bool = True, overwrite: bool = True):
+    def __init__(self, path: str | os.PathLike, *, sync: bool = True, overwrite: bool = True,
+                 keep_cache: bool = False):
         self.path = os.fspath(path)
         self.sync = sync
         self.overwrite = overwrite
+        self.keep_cache = keep_cache
         self.tmp: str | None = None
         self.fd = -1
         self.bytes = 0
-        self._synced = 0  # bytes whose writeback has been started
+        self._synced = 0   # bytes whose writeback has been started
+        self._dropped = 0  # bytes written to disk and dropped from the page cache
+        # writeback is started early when the final fsync needs it, or to drop behind
+        self._write_back = _sync_range is not None and (sync or not keep_cache)
 
     @property
     def directory(self) -> str:
@@ -259,7 +275,7 @@ class FileSink:
         except OSError as e:
             os.close(fd)
             raise SinkError(f"cannot resume {self.path}: {_reason(e)}") from None
-        self.bytes = self._synced = length
+        self.bytes = self._synced = self._dropped = length
 
     def sync_data(self) -> None:
         """Make the bytes written so far durable (when this sink syncs at all)."""
@@ -271,12 +287,24 @@ class FileSink:
 
     def write(self, data: memoryview) -> None:
         self.bytes += _write_all(self.fd, data, self.path)
-        if (self.sync and _start_writeback is not None
-                and self.bytes - self._synced >= WRITEBACK_EVERY):
+        if self._write_back and self.bytes - self._synced >= WRITEBACK_EVERY:
             # overlap the disk writes with the job; errors surface at the final fsync
-            _start_writeback(self.fd, self._synced, self.bytes - self._synced,
-                             _SYNC_FILE_RANGE_WRITE)
+            _sync_range(self.fd, self._synced, self.bytes - self._synced,
+                        _SYNC_FILE_RANGE_WRITE)
             self._synced = self.bytes
+            if not self.keep_cache and self._synced - self._dropped > DROP_LAG:
+                self._drop_behind(self._synced - DROP_LAG)
+
+    def _drop_behind(self, end: int) -> None:
+        """Drop the bytes before `end` from the page cache, once they are on disk (they are
+        clean then, which is what the kernel drops). Advice only: a failure changes nothing."""
+        start, length = self._dropped, end - self._dropped
+        _sync_range(self.fd, start, length, _SYNC_FILE_RANGE_WAIT)
+        try:
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        self._dropped = end
 
     def close(self) -> None:
         assert self.tmp is not None

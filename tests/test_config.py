@@ -176,7 +176,8 @@ ERRORS = [
      "job.yaml:2: sink.zzz: unknown key 'zzz'; expected one of: file, stdout, null, directory, "
      "tee, url, tcp, command, storage_options, part_size, listen, timeout, close_timeout, "
      "shell, env, cwd, "
-     "ok_exit_codes, stderr, sync, suffix, strip_suffix, root, stages, workers, memory_limit, "
+     "ok_exit_codes, stderr, sync, keep_cache, suffix, strip_suffix, root, stages, workers, "
+     "memory_limit, "
      "chunk_size, split, max_record_size, errors",
      "sink.zzz", 2),
     ("unknown source key",
@@ -1139,3 +1140,12 @@ def test_codec_stage_placement_and_options(tmp_path, stages, path, message):
         load_job(str(job))
     assert f": {path}: " in str(info.value)
     assert message in str(info.value)
+
+
+def test_keep_cache_goes_with_file_and_directory_sinks(job_file, config_error):
+    job = load_job(job_file("source: {file: a.log}\nsink: {file: out.log, keep_cache: true}\n"))
+    assert job.sink.keep_cache is True
+    job = load_job(job_file("source: {file: a.log}\nsink: {file: out.log}\n"))
+    assert job.sink.keep_cache is False
+    e = config_error("source: {file: a.log}\nsink: {stdout: true, keep_cache: true}\n")
+    assert "sink.keep_cache: keep_cache goes with a file or directory sink, not stdout" in str(e)

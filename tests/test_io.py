@@ -77,3 +77,38 @@ def test_file_sink_fsyncs_only_when_asked(tmp_path, monkeypatch, sync):
     assert (tmp_path / "out").read_bytes() == b"hello\n"
     assert len(calls) == (2 if sync else 0)  # the file, then its directory
     assert os.listdir(tmp_path) == ["out"]
+
+
+def cached_bytes(path) -> int:
+    """How much of `path` is in the page cache (util-linux fincore)."""
+    from conftest import require_tool
+
+    out = subprocess.run([require_tool("fincore"), "--bytes", "--noheadings", "--output", "RES",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
+@pytest.mark.parametrize("sync, keep_cache", [(True, False), (False, False), (True, True),
+                                              (False, True)])
+def test_the_file_sink_drops_what_is_on_disk_from_the_page_cache(tmp_path, sync, keep_cache):
+    """Drop-behind (sinks.py): the output keeps about DROP_LAG of page cache however large it
+    grows, unless keep_cache; the bytes are all there either way."""
+    import dataflow.sinks as sinks
+
+    piece = bytes(range(256)) * (4096 * 4)          # 4 MiB
+    count = 48                                      # 192 MiB, three times the lag
+    size = count * len(piece)
+    out = tmp_path / "out"
+    sink = sinks.FileSink(out, sync=sync, keep_cache=keep_cache)
+    sink.open()
+    for _ in range(count):
+        sink.write(memoryview(piece))
+    sink.close()
+    cached = cached_bytes(out)
+    if keep_cache:
+        assert cached == size
+    else:
+        assert cached <= sinks.DROP_LAG + sinks.WRITEBACK_EVERY + len(piece)
+    assert out.stat().st_size == size
+    with open(out, "rb") as f:
+        assert all(f.read(len(piece)) == piece for _ in range(count))
