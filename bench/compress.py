@@ -274,8 +274,8 @@ def make_groups(a: argparse.Namespace, data: Path, inp: Path, n: int, slow: Path
     py = sys.executable
     p = a.workers
     nosync = ["--no-sync"] if a.no_sync else []
-    df_c = [py, "-m", "dataflow.cli", "compress", *nosync]
-    df_d = [py, "-m", "dataflow.cli", "decompress", *nosync]
+    df_c = [py, "-m", "dataflow", "compress", *nosync]
+    df_d = [py, "-m", "dataflow", "decompress", *nosync]
     xl = a.xz_level
     groups: list[Group] = []
 
@@ -518,7 +518,7 @@ def fixed_cost(data: Path, workers: int, extra: list[str]) -> dict[str, float | 
     with open(gz, "wb") as f:
         subprocess.run(["gzip", "-c", str(empty)], stdout=f, check=True)
     out = data / "out-empty"
-    base = [sys.executable, "-m", "dataflow.cli"]
+    base = [sys.executable, "-m", "dataflow"]
     result: dict[str, float | str] = {}
     try:
         for name, argv in (("compress", [*base, "compress", *extra, "-p", str(workers), "-k",

@@ -314,7 +314,7 @@ def make_contenders(a: argparse.Namespace, inputs: dict[str, Path], data: Path,
         path.write_text(json.dumps(job, indent=2) + "\n")   # JSON is YAML
         stats = tmp / f"stats-{key}.json"
         return Contender(key, family, label,
-                         [py, "-m", "dataflow.cli", "run", str(path), "--quiet", "--stats",
+                         [py, "-m", "dataflow", "run", str(path), "--quiet", "--stats",
                           str(stats)],
                          f"dataflow run {key}.yaml --quiet --stats FILE   # {shown}",
                          stdout_out=False, env=df_env, job=job, stats_file=stats, verify=verify)

@@ -263,7 +263,7 @@ def make_contenders(a: argparse.Namespace, inp: Path, data: Path, tmp: Path,
         stats = tmp / f"stats-{name}.json"
         return Contender(
             f"dataflow-{name}", name, f"dataflow {name}",
-            [py, "-m", "dataflow.cli", "run", str(jobs[name]), "--quiet", "--stats", str(stats)],
+            [py, "-m", "dataflow", "run", str(jobs[name]), "--quiet", "--stats", str(stats)],
             f"dataflow run {name}.yaml --quiet --stats FILE", stats_file=stats)
 
     q = "'" + PATTERN + "'"
@@ -431,7 +431,7 @@ def empty_input_overhead(data: Path, tmp: Path, workers: int, memory_limit: str)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dataflow.cli", "run", str(job), "--quiet"],
+        subprocess.run([sys.executable, "-m", "dataflow", "run", str(job), "--quiet"],
                        check=True, stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - t0)
         unlink(dst)

@@ -181,7 +181,7 @@ def run_once(name: str, a: argparse.Namespace, size: int, limit: int, data: Path
     dst, job, stats = data / f"out-soak-{name}.gz", tmp / f"{name}.yaml", tmp / f"{name}.json"
     write_job(job, a, size, dst, chaos)
     dst.unlink(missing_ok=True)  # ours, from an earlier run killed hard (dataflow won't overwrite)
-    argv = [sys.executable, "-m", "dataflow.cli", "run", str(job), "--quiet", "--stats", str(stats)]
+    argv = [sys.executable, "-m", "dataflow", "run", str(job), "--quiet", "--stats", str(stats)]
     print(f"run {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
     t0, cpu0 = time.perf_counter(), busy_cpu()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -2,19 +2,20 @@
 order, under a memory cap. Readable -> Transform(s) -> Writable, as in Node.js streams.
 
 The names below load on first use, so that a worker process, which needs only the worker
-loop and its stages, does not import the coordinator, psutil and the config loader.
+loop and its stages, does not import the coordinator, psutil and the config loader, and the
+`dataflow` command can start its workers before it imports any of them (__main__.py).
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from .errors import (Cancelled, ConfigError, DataflowError, Interrupted, JobTimeout,
                      RecordTooLongError, ResourceError, SinkError, SourceError, StageError,
                      UsageError, WorkerCrashedError)
-from .streams import ChunkInfo, Readable, RecordTransform, Transform, Writable
 
 _LAZY = {
+    "ChunkInfo": "streams", "Readable": "streams", "RecordTransform": "streams",
+    "Transform": "streams", "Writable": "streams",
     "pipeline": "api", "stream": "api", "Stats": "coordinator",
     "FileSink": "sinks", "NullSink": "sinks", "StdoutSink": "sinks",
     "FileSource": "sources", "GenerateSource": "sources", "StdinSource": "sources",
@@ -35,7 +36,7 @@ _BUILTIN_TRANSFORMS = {"Passthrough": "passthrough", "Grep": "grep", "PythonFunc
                        "TcpService": "tcp"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """The API (dataflow.pipeline, dataflow.FileSource, ...) and the built-in transforms
     (dataflow.Grep, dataflow.Gzip, ...), reached through the registry."""
     if name in _LAZY:

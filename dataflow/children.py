@@ -42,12 +42,9 @@ import threading
 from typing import Any, Iterable
 
 from .errors import DataflowError
+from .launch import STARTING
 from .sizes import format_size
 
-# Held while this process starts a child. The coordinator starts its workers under it with
-# PYTHONSAFEPATH set in os.environ (coordinator._starting_workers): a command started meanwhile
-# from another thread (a CommandSink, a tee branch's job) must not inherit that.
-STARTING = threading.RLock()
 
 STDERR_KEEP = 64 << 10      # bytes of stderr kept per command, for the error message
 STDERR_LINES = 20           # lines of it shown

@@ -25,19 +25,14 @@ from typing import Any
 
 import msgspec
 
+from . import api
+from .branch import Branch
+from .config import load_job
+from .errors import ConfigError, DataflowError, Interrupted, ResourceError, UsageError
 from . import quickexit
-
-# before the engine's modules (multiprocessing, logging) and the user's register their exit
-# handlers: ours runs after theirs (see main)
-quickexit.arm()
-
-from . import api  # noqa: E402
-from .branch import Branch  # noqa: E402
-from .config import load_job  # noqa: E402
-from .errors import (ConfigError, DataflowError, Interrupted, ResourceError,  # noqa: E402
-                     UsageError)
-from .progress import Progress, summary  # noqa: E402
-from .sinks import BrokenPipe, FileSink, OutputExistsError  # noqa: E402
+from .launch import discard, importable_cwd
+from .progress import Progress, summary
+from .sinks import BrokenPipe, FileSink, OutputExistsError
 
 
 class _Signals:
@@ -273,34 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _die_by(signum: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _importable_cwd() -> None:
-    """User functions (`python: {callable: mod:fn}`, `dataflow map mod:fn`) may live in the
-    current directory, as with `python -m`; it goes last on sys.path, so a file there never
-    shadows the standard library or an installed package (workers inherit sys.path)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the command in `argv` (the process's arguments when None) and return its exit code.
-    As the `dataflow` command itself (argv None), the process then skips the interpreter's
-    teardown (quickexit.py: 35-45 ms at the end of every command, after the work is done and
-    everything is cleaned up); the exit handlers still run."""
-    code = _main(argv)
-    if argv is None:
-        quickexit.done(code)
-    return code
-
-
-def _main(argv: list[str] | None) -> int:
+    """Run the command in `argv` (the process's arguments when None); return its exit code.
+    The `dataflow` command comes in through dataflow/__main__.py, which starts the workers
+    early and skips the interpreter's teardown at the end."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:   # FILEs after an option (`dataflow map f --mode record in.jsonl`): argparse
@@ -308,14 +279,15 @@ def _main(argv: list[str] | None) -> int:
             args.files += extra   # stops filling a "*" positional at the first option
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _importable_cwd()
+    importable_cwd()
     try:
         with _Signals():
             return args.func(args)
     except Interrupted as e:
         print(f"dataflow: {e}; cleaned up", file=sys.stderr)
         if argv is None:
-            _die_by(e.signum)
+            discard()        # standby workers no job took yet (launch.prestart)
+            quickexit.die_by(e.signum)
         return e.exit_code
     except BrokenPipe:
         # the reader left (`| head`): quiet, like other Unix tools
@@ -341,5 +313,5 @@ def _main(argv: list[str] | None) -> int:
         return 3
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":   # `python -m dataflow.cli`: the command, without its front
     sys.exit(main())

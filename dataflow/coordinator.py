@@ -31,7 +31,6 @@ import functools
 import multiprocessing as mp
 import os
 import signal
-import sys
 import time
 from collections import deque
 from multiprocessing import resource_tracker
@@ -46,7 +45,7 @@ from . import scheduler as S
 from .errors import (Cancelled, DataflowError, JobTimeout, RemoteTraceback, StageError,
                      SourceError, UsageError, WorkerCrashedError)
 from .framing import Framer
-from .launch import process_class
+from .launch import discard, process_class, starting_workers, take
 from .limit import RecordLimit
 from .records import RecordError, RecordFormat, bind_chain, header_position, with_header
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
@@ -56,7 +55,6 @@ from .streams import Transform
 from .sizes import format_size
 from . import watchdog as W
 from . import worker as worker_module
-from .children import STARTING
 from .readahead import ReadAhead
 
 MEMORY_SAMPLE_SECONDS = 0.25  # how often the process tree's PSS is measured (~0.4 ms a process)
@@ -83,50 +81,6 @@ def _kill_descendants(pid: int) -> None:
         for child in psutil.Process(pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 child.kill()
-
-
-SAFE_PATH_OURS = "_DATAFLOW_SAFE_PATH"   # set with PYTHONSAFEPATH when the user had not set it
-
-
-@contextlib.contextmanager
-def _starting_workers(specs: bytes = b"") -> Iterator[None]:
-    """Around starting workers (and multiprocessing's resource tracker), one job at a time in
-    this process (children.STARTING: jobs run in threads too, a tee branch's or apipeline's):
-
-    - PYTHONSAFEPATH is set: spawn runs `python -c ...`, which would put the current directory
-      first on sys.path, so a `pickle.py` or `json.py` lying there would run in every worker
-      (and in the tracker) before our code. The worker gets the parent's sys.path, where the
-      current directory is last (cli._importable_cwd), and drops the variable again
-      (worker.main) unless the user had set it, so the commands it runs see the environment
-      as it was.
-    - spawn re-runs the parent's `__main__` (its file, or the module of `python -m`) in each
-      worker, which costs every worker the import of everything the parent's main imports
-      (for `dataflow ...`, the whole CLI: about 130 ms of CPU per worker) and makes a script
-      without an `if __name__ == "__main__":` guard start its job again in every worker. No
-      transform of ours lives there, so unless a stage names `__main__:...` (a class or
-      function the user's script defines) the main module is hidden from spawn; when one does
-      and the main "file" does not exist (code read from stdin, a REPL), it is hidden too.
-    """
-    with STARTING:
-        ours = "PYTHONSAFEPATH" not in os.environ
-        if ours:
-            os.environ["PYTHONSAFEPATH"] = os.environ[SAFE_PATH_OURS] = "1"
-        main = sys.modules.get("__main__")
-        hidden: dict[str, Any] = {}
-        if main is not None:
-            path = getattr(main, "__file__", None)
-            if b"__main__:" not in specs or (path is not None and not os.path.exists(path)):
-                hidden = {k: v for k, v in vars(main).items() if k in ("__spec__", "__file__")}
-                main.__spec__ = None
-                vars(main).pop("__file__", None)
-        try:
-            yield
-        finally:
-            if hidden:
-                vars(main).update(hidden)  # type: ignore[arg-type]
-            if ours:
-                os.environ.pop("PYTHONSAFEPATH", None)
-                os.environ.pop(SAFE_PATH_OURS, None)
 
 
 class Stats(msgspec.Struct):
@@ -220,11 +174,27 @@ class Run:
     # ------------------------------------------------------------------ processes
     def _start_worker(self, index: int) -> None:
         assert self.arena is not None
+        args = (self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
+                os.getpid(), self.plan.context, self.record_format)
+        # a worker the command started before it knew the job (launch.prestart), if any:
+        # started by spawn, with no user __main__ to see
+        standby = take() if self.start_method == "spawn" and b"__main__:" not in self.specs \
+            else None
+        if standby is not None:
+            process, conn = standby
+            try:
+                conn.send_bytes(msgspec.msgpack.encode(args))
+            except OSError:          # it died meanwhile: start one the usual way
+                conn.close()
+                process.kill()
+                process.join()
+            else:
+                self.procs[index] = _Proc(process, conn)
+                return
         parent, child = self.ctx.Pipe(duplex=True)
         p = self.process_class(
             target=worker_module.main, name=f"dataflow-worker-{index}",
-            args=(child, self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
-                  os.getpid(), self.plan.context, self.record_format))
+            args=(child, *args))
         # SIGINT and SIGTERM are blocked while the child starts: it inherits the mask, so a
         # Ctrl-C cannot interrupt its bootstrap (the worker ignores SIGINT, then unblocks both),
         # and for us the signal stays pending and is delivered the moment the mask is restored,
@@ -232,7 +202,7 @@ class Run:
         # Interrupted left the child reading a closed pipe: an EOFError traceback on stderr)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            with _starting_workers(self.specs):
+            with starting_workers(self.specs):
                 p.start()
             child.close()
             self.procs[index] = _Proc(p, parent)   # registered before a pending signal lands:
@@ -396,10 +366,11 @@ class Run:
             if self.start_method != "spawn":   # forkserver's, not ours (launch.py)
                 # multiprocessing starts its tracker on first use and unblocks SIGINT around
                 # it, which would undo the mask _start_worker relies on: start it first
-                with _starting_workers():
+                with starting_workers():
                     resource_tracker.ensure_running()
             for i in range(plan.workers):
                 self._start_worker(i)
+            discard()   # standby workers this job did not want (launch.prestart)
             actions: deque[Any] = deque(sched.start())
             finished = self.limit is not None and self.limit.done   # head: {n: 0}
             if framing and point is None and (header := last.header()):

@@ -12,11 +12,15 @@ Rules:
 - Nothing changes until `done(code)` is called: an exception on the way out still gets its
   traceback and status the usual way.
 - After `done(code)`, the handler flushes stdout and stderr and ends the process with `code`.
+- `die_by(signum)` ends the process by that signal's default action (after flushing), so the
+  shell sees 130 for SIGINT and 143 for SIGTERM, once whatever the signal interrupted is
+  cleaned up.
 """
 from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 
 _code: int | None = None
@@ -32,13 +36,23 @@ def done(code: int) -> None:
     _code = code
 
 
+def die_by(signum: int) -> None:
+    _flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def _exit() -> None:
     if _code is None:
         return
+    _flush()
+    os._exit(_code)
+
+
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
                 stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(_code)

@@ -350,16 +350,35 @@ def _reserve_object_memory(size: int) -> None:
     _reserve[:] = blocks[::_RESERVE_KEEP]
 
 
+def _become_worker(parent_pid: int) -> Any:
+    """What a worker process does first: Ctrl-C is the coordinator's, the environment is the
+    user's again, and it dies with its parent. Returns libc (None when not found)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # also drops a Ctrl-C pending since birth
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # our parent's
+    if os.environ.pop("_DATAFLOW_SAFE_PATH", None):    # set for our start (launch.py)
+        os.environ.pop("PYTHONSAFEPATH", None)
+    libc = _libc()
+    _die_with_parent(libc, parent_pid)
+    return libc
+
+
+def standby(conn: Connection, parent_pid: int) -> None:
+    """Entry point of a worker started before its job was known (launch.prestart): it waits
+    for the job's arguments (main's, after `conn`, msgpack-encoded) and runs main; when no
+    job takes it, the coordinator closes the pipe and it ends here."""
+    _become_worker(parent_pid)
+    try:
+        args = msgspec.msgpack.decode(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
+    main(conn, *args)
+
+
 def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
          parent_pid: int, context: int = 0, record_format: bytes = b"") -> None:
     """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # also drops a Ctrl-C pending since birth
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # our parent's
-    if os.environ.pop("_DATAFLOW_SAFE_PATH", None):    # set for our start (coordinator.py)
-        os.environ.pop("PYTHONSAFEPATH", None)
+    libc = _become_worker(parent_pid)
     quickexit.arm()     # before user code registers its exit handlers: ours runs after them
-    libc = _libc()
-    _die_with_parent(libc, parent_pid)
     _keep_freed_memory(libc, slot_size)
     arena = Arena.attach(arena_name, slots, slot_size)
     w = Worker(conn, arena, [], context)

@@ -121,7 +121,7 @@ def require_tool(name: str) -> str:
 def run_cli(*args: str, input: bytes | None = None, cwd: str | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the real `dataflow` command line in a new session (its own process group)."""
-    return subprocess.run([sys.executable, "-m", "dataflow.cli", *args], input=input,
+    return subprocess.run([sys.executable, "-m", "dataflow", *args], input=input,
                           capture_output=True, cwd=cwd, timeout=timeout,
                           start_new_session=True)
 

@@ -314,7 +314,7 @@ def test_stage_error_exits_1_with_where_and_worker_traceback(tmp_path, preexisti
            "PYTHONPATH": os.pathsep.join(filter(None, [str(mods),
                                                        os.environ.get("PYTHONPATH")]))}
     force = ["--force"] if preexisting else []        # replacing it is allowed, then fails
-    r = subprocess.run([sys.executable, "-m", "dataflow.cli", "run", "job.yaml", *force],
+    r = subprocess.run([sys.executable, "-m", "dataflow", "run", "job.yaml", *force],
                        capture_output=True, cwd=str(tmp_path), timeout=60,
                        start_new_session=True, env=env)
     err = r.stderr.decode()
@@ -350,7 +350,7 @@ def test_reader_closing_early_is_quiet(tmp_path):
         chunk_size: 1MiB
         memory_limit: 256MiB
     """))
-    cli = shlex.join([sys.executable, "-m", "dataflow.cli", "run", "job.yaml"])
+    cli = shlex.join([sys.executable, "-m", "dataflow", "run", "job.yaml"])
     r = subprocess.run(["bash", "-c", f'{cli} | head -c 100; echo "${{PIPESTATUS[0]}}" > status'],
                        capture_output=True, cwd=str(tmp_path), timeout=60,
                        start_new_session=True)

@@ -192,7 +192,7 @@ def test_cli_names_outputs_keeps_or_removes_inputs_and_filters_stdin(tmp_path, t
 def test_reader_leaving_early_is_quiet(tmp_path, text):
     src = tmp_path / "big.gz"
     src.write_bytes(make(MAKERS["pigz"], text.read_bytes() * 4))
-    p = subprocess.Popen(f"{os.sys.executable} -m dataflow.cli decompress -c {src} | head -c 100",
+    p = subprocess.Popen(f"{os.sys.executable} -m dataflow decompress -c {src} | head -c 100",
                          shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          start_new_session=True)
     out, err = p.communicate(timeout=60)

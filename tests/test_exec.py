@@ -258,7 +258,7 @@ def start_sleeping_job(tmp_path, marker: str, extra: str = "") -> subprocess.Pop
                               f"  - exec: {{argv: [sleep, '{marker}']}}\n"
                               f"sink: {{file: {tmp_path / 'out'}}}\nworkers: 2\n"
                               f"chunk_size: 64KiB\nmemory_limit: 128MiB\n{extra}")
-    return subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", job],
+    return subprocess.Popen([sys.executable, "-m", "dataflow", "run", job],
                             stderr=subprocess.PIPE, start_new_session=True)
 
 

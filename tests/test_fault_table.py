@@ -1,7 +1,7 @@
 """The fault table, in the spirit of loky's `crash_cases`: one row per fault, naming the stage of
 a chunk's life it hits and the outcome expected, and one test that runs them all.
 
-Every row starts the real CLI (`python -m dataflow.cli run job.yaml --force`) in its own session
+Every row starts the real CLI (`python -m dataflow run job.yaml --force`) in its own session
 (`Popen(start_new_session=True)`), on a 6 MiB access log cut into 256 KiB chunks (25 of them),
 through `grep -v '" 5[0-9][0-9] '` and then, for the worker faults, `helper_transforms.Fault`
 (`- compose: faultjob:stages`, a module the row writes); the rows that signal the coordinator
@@ -302,7 +302,7 @@ def start(work: Path, yaml: str, module: Path, inject: str, preexec_fn=None,
            "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
     err = work / "stderr"
     with open(err, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", "job.yaml",
+        proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "job.yaml",
                                  "--force", "--stats", str(work / "stats.json")],
                                 cwd=work, stdin=stdin, stdout=subprocess.DEVNULL,
                                 stderr=f, env=env, start_new_session=True,
@@ -442,7 +442,7 @@ def test_fault_table(row: Row, tmp_path, data, references, request, tmp_path_fac
         settle(proc.pid, 5, segments=False)
         left = temps(out_dir)
         assert len(left) == 1, os.listdir(out_dir)
-        r = subprocess.run([sys.executable, "-m", "dataflow.cli", "cleanup", str(out_dir)],
+        r = subprocess.run([sys.executable, "-m", "dataflow", "cleanup", str(out_dir)],
                            capture_output=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert f"removed {out_dir / left[0]}" in r.stdout.decode().splitlines(), r.stdout

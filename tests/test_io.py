@@ -29,7 +29,7 @@ def test_stdin_from_a_pipe_arrives_in_small_reads(tmp_path):
               "    sys.stdout.write('line %d\\n' % i); sys.stdout.flush()\n"
               "    time.sleep(0.001) if i % 50 == 0 else None\n")
     p1 = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE)
-    r = subprocess.run([sys.executable, "-m", "dataflow.cli", "run", str(job), "-q"],
+    r = subprocess.run([sys.executable, "-m", "dataflow", "run", str(job), "-q"],
                        stdin=p1.stdout, cwd=tmp_path, capture_output=True, timeout=60)
     p1.stdout.close()
     p1.wait()

@@ -56,7 +56,7 @@ def run_sampled(args: list[str], cwd, env: dict[str, str] | None = None,
                 ) -> tuple[int, int, int, str]:
     """Run the CLI with `args` in its own session, sampling its tree's PSS until it exits
     (killed if the test fails meanwhile); return (exit code, peak, samples, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", *args], cwd=cwd, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:

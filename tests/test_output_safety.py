@@ -47,7 +47,7 @@ def temps(directory: Path) -> list[str]:
 
 def run_job(tmp_path: Path, *args: str, timeout: float = 60):
     """The real CLI in its own session; returns (returncode, stderr text, pid)."""
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", "job.yaml", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "job.yaml", *args],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:

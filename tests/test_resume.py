@@ -70,7 +70,7 @@ def test_resume_after_sigkill_at_random_points_is_byte_identical(tmp_path, parts
             os.rename(d / out, tmp_path / f"reference{run}")
             if "index" in stages:
                 os.rename(d / "out.gz.gzi", tmp_path / f"reference{run}.gzi")
-        proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", "job.yaml", "-q"],
+        proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "job.yaml", "-q"],
                                 cwd=d, stderr=subprocess.PIPE, start_new_session=True)
         time.sleep(rng.uniform(0.55, 0.95) * durations[run % len(CASES)])
         os.killpg(proc.pid, signal.SIGKILL)
@@ -98,7 +98,7 @@ def test_resume_after_sigkill_at_random_points_is_byte_identical(tmp_path, parts
 
 def killed_run(tmp_path):
     """Start the job, SIGKILL it once a checkpoint exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", "job.yaml"],
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "job.yaml"],
                             cwd=tmp_path, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 20
     while not (tmp_path / ".out.gz.dataflow-resume").exists():

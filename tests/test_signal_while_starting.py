@@ -28,7 +28,7 @@ def test_signal_while_workers_start(tmp_path, sig):
         "sink: {file: out.log}\nworkers: 2\n")
     for run in range(RUNS):
         with open(tmp_path / "err", "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", "job.yaml",
+            proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "job.yaml",
                                      "--force"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                                     stderr=err, start_new_session=True)
         try:

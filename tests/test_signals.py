@@ -28,7 +28,7 @@ def test_signal_during_sequential_decompression_of_an_endless_stream(tmp_path, s
     job = tmp_path / "job.yaml"
     job.write_text("source: {stdin: true}\nstages: [decompress, {grep: {pattern: x}}]\n"
                    "sink: {file: out.log}\nworkers: 2\nmemory_limit: 128MiB\n")
-    proc = subprocess.Popen([sys.executable, "-m", "dataflow.cli", "run", str(job)],
+    proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", str(job)],
                             cwd=tmp_path, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     stop = threading.Event()

@@ -73,7 +73,7 @@ def test_a_listening_tcp_source_prints_its_port_and_takes_one_connection(tmp_pat
     data = b"".join(b"line %d\n" % i for i in range(100_000))
     out = tmp_path / "out.txt"
     proc = subprocess.Popen(
-        ["python", "-m", "dataflow.cli", "run",
+        ["python", "-m", "dataflow", "run",
          job(tmp_path, f"source: {{tcp: '127.0.0.1:0', listen: true, timeout: 20}}\n"
                        f"sink: {{file: {out}}}")],
         stderr=subprocess.PIPE, start_new_session=True)
