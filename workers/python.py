@@ -129,13 +129,14 @@ class PythonFunction(RecordTransform):
             raise RecordError(f"{self.ref}: {e}", i + 1, offset) from e
         tail = out.pop() if last else None   # no delimiter after an open last record
         try:                                  # every result bytes: one join
-            body = d.join(out) + d if out else b""
+            body = d.join(out)
         except TypeError:                     # some None (dropped), str (encoded), or wrong
             out = [self._bytes(r, i, lines) for i, r in enumerate(out) if r is not None]
-            body = d.join(out) + d if out else b""
+            body = d.join(out)
+        parts = [body, d] if out else []      # copied into the slot one after the other
         if tail is not None:
-            body += self._bytes(tail, len(lines) - 1, lines)
-        return body
+            parts.append(self._bytes(tail, len(lines) - 1, lines))
+        return parts
 
     def _bytes(self, r: Any, i: int, lines: list[bytes]) -> Any:
         if isinstance(r, str):
