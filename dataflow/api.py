@@ -7,7 +7,6 @@ the whole pipeline (no slot is freed until its bytes are taken), so memory stays
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Iterator
 
@@ -15,6 +14,7 @@ from .coordinator import Run, Stats
 from .chain import Chain, flatten
 from .directory import DirectorySink, run_each
 from .errors import DataflowError, JobTimeout, SinkError, UsageError
+from .launch import cpu_count
 from .plan import Plan, make_plan, object_reserve
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
@@ -24,13 +24,6 @@ from .streams import Transform
 
 DEFAULT_CHUNK_SIZE = 4 << 20     # big enough that per-chunk costs vanish, small enough for caches
 DEFAULT_MEMORY_LIMIT = 512 << 20
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def resolve_workers(workers: int | str) -> int:

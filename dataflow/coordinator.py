@@ -45,7 +45,7 @@ from . import scheduler as S
 from .errors import (Cancelled, DataflowError, JobTimeout, RemoteTraceback, StageError,
                      SourceError, UsageError, WorkerCrashedError)
 from .framing import Framer
-from .launch import discard, process_class, starting_workers, take
+from .launch import discard, end, process_class, signals_held, starting_workers, take
 from .limit import RecordLimit
 from .records import RecordError, RecordFormat, bind_chain, header_position, with_header
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
@@ -176,38 +176,31 @@ class Run:
         assert self.arena is not None
         args = (self.arena.name, self.arena.slots, self.arena.slot_size, self.specs,
                 os.getpid(), self.plan.context, self.record_format)
-        # a worker the command started before it knew the job (launch.prestart), if any:
-        # started by spawn, with no user __main__ to see
-        standby = take() if self.start_method == "spawn" and b"__main__:" not in self.specs \
-            else None
-        if standby is not None:
-            process, conn = standby
-            try:
-                conn.send_bytes(msgspec.msgpack.encode(args))
-            except OSError:          # it died meanwhile: start one the usual way
-                conn.close()
-                process.kill()
-                process.join()
-            else:
+        # SIGINT and SIGTERM are held while a worker is taken or started, and it is registered
+        # before a pending one lands (teardown then stops it before the arena goes). A child
+        # inherits the mask, so a Ctrl-C cannot interrupt its bootstrap (the worker ignores
+        # SIGINT, then unblocks both); raised inside start(), our Interrupted left the child
+        # reading a closed pipe: an EOFError traceback on stderr.
+        with signals_held():
+            # a worker the command started before it knew the job (launch.prestart), if any:
+            # started by spawn, with no user __main__ to see
+            while self.start_method == "spawn" and b"__main__:" not in self.specs and \
+                    (standby := take()) is not None:
+                process, conn = standby
+                try:
+                    conn.send_bytes(msgspec.msgpack.encode(args))
+                except OSError:          # it died meanwhile: the next, or a new one
+                    end(process, conn)
+                    continue
                 self.procs[index] = _Proc(process, conn)
                 return
-        parent, child = self.ctx.Pipe(duplex=True)
-        p = self.process_class(
-            target=worker_module.main, name=f"dataflow-worker-{index}",
-            args=(child, *args))
-        # SIGINT and SIGTERM are blocked while the child starts: it inherits the mask, so a
-        # Ctrl-C cannot interrupt its bootstrap (the worker ignores SIGINT, then unblocks both),
-        # and for us the signal stays pending and is delivered the moment the mask is restored,
-        # after start() has handed the child its preparation data (raised inside start(), our
-        # Interrupted left the child reading a closed pipe: an EOFError traceback on stderr)
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
+            parent, child = self.ctx.Pipe(duplex=True)
+            p = self.process_class(target=worker_module.main, name=f"dataflow-worker-{index}",
+                                   args=(child, *args))
             with starting_workers(self.specs):
                 p.start()
             child.close()
-            self.procs[index] = _Proc(p, parent)   # registered before a pending signal lands:
-        finally:                                   # teardown stops it before the arena goes
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            self.procs[index] = _Proc(p, parent)
 
     def _stop_workers(self) -> None:
         for i, proc in enumerate(self.retired):
@@ -370,7 +363,8 @@ class Run:
                     resource_tracker.ensure_running()
             for i in range(plan.workers):
                 self._start_worker(i)
-            discard()   # standby workers this job did not want (launch.prestart)
+            if not self.nested:   # a tee branch's job leaves them to the main one
+                discard()         # standby workers this job did not want (launch.prestart)
             actions: deque[Any] = deque(sched.start())
             finished = self.limit is not None and self.limit.done   # head: {n: 0}
             if framing and point is None and (header := last.header()):

@@ -130,6 +130,14 @@ def starting_workers(specs: bytes = b"") -> Iterator[None]:
                 os.environ.pop(SAFE_PATH_OURS, None)
 
 
+def cpu_count() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def importable_cwd() -> None:
     """User functions (`python: {callable: mod:fn}`, `dataflow map mod:fn`) may live in the
     current directory, as with `python -m`; it goes last on sys.path, so a file there never
@@ -147,7 +155,9 @@ def prestart(count: int) -> None:
     """Start `count` workers before their job is known: the `dataflow` command does this
     before it imports the engine, so the workers' start (an interpreter and the worker's
     imports: 80-90 ms each) overlaps the coordinator's. Each waits for its job's arguments
-    (worker.standby); `take()` hands one to a job, `discard()` ends those no job took."""
+    (worker.standby); `take()` hands one to a job, `discard()` ends those no job took. Best
+    effort: when a process cannot be started (a process or file limit), the job will start
+    its workers itself and say so if it cannot either."""
     from multiprocessing.connection import Pipe
 
     for _ in range(count):
@@ -156,39 +166,58 @@ def prestart(count: int) -> None:
                                       args=(child, os.getpid()))
         # SIGINT and SIGTERM blocked while it starts, as for any worker (coordinator.py); it
         # is ours to discard before a pending one lands
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
-            with starting_workers():
-                process.start()
+        with signals_held():
+            try:
+                with starting_workers():
+                    process.start()
+            except OSError:
+                parent.close()
+                child.close()
+                return
             child.close()
             with STARTING:
                 _standby.append((process, parent))
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def take() -> tuple[object, object] | None:
-    """A standby worker still alive, and our end of its pipe, or None."""
+    """A standby worker still alive, and our end of its pipe, or None. Call it with signals
+    held: what it returns is the caller's to register before a signal can land."""
     with STARTING:
         while _standby:
             process, conn = _standby.pop(0)
             if process.is_alive():
                 return process, conn
-            conn.close()
-            process.join()
+            end(process, conn)
     return None
 
 
 def discard() -> None:
     """End the standby workers no job took (a job that wanted fewer, or failed first). They
     have run nothing but our imports: they are killed outright."""
-    with STARTING:
-        left = list(_standby)
-        _standby.clear()
-    for process, conn in left:
-        conn.close()
-        process.kill()
-        process.join()
+    while True:
+        with STARTING:
+            if not _standby:
+                return
+            process, conn = _standby[0]
+            end(process, conn)       # off the list only once it is gone
+            _standby.pop(0)
+
+
+def end(process: object, conn: object) -> None:
+    """Close our end of a worker's pipe, kill it and reap it."""
+    conn.close()
+    process.kill()
+    process.join()
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held (blocked) inside: one that comes meanwhile lands on leaving."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _standby_main(conn: object, parent_pid: int) -> None:

@@ -11,7 +11,9 @@ Rules:
   and after the interpreter has joined the non-daemon threads.
 - Nothing changes until `done(code)` is called: an exception on the way out still gets its
   traceback and status the usual way.
-- After `done(code)`, the handler flushes stdout and stderr and ends the process with `code`.
+- After `done(code)`, the handler flushes stdout and stderr and ends the process with `code`;
+  when stdout cannot be flushed (a full disk, a closed pipe) a 0 becomes 120, with a note on
+  stderr, as the interpreter's own exit does.
 - `die_by(signum)` ends the process by that signal's default action (after flushing), so the
   shell sees 130 for SIGINT and 143 for SIGTERM, once whatever the signal interrupted is
   cleaned up.
@@ -45,14 +47,24 @@ def die_by(signum: int) -> None:
 def _exit() -> None:
     if _code is None:
         return
-    _flush()
-    os._exit(_code)
+    lost = _flush()
+    os._exit(120 if lost and _code == 0 else _code)
 
 
-def _flush() -> None:
+def _flush() -> bool:
+    """Flush stdout and stderr; True when stdout's buffered output could not be written."""
+    lost = False
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
                 stream.flush()
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as e:
+            if stream is sys.stdout:
+                lost = True
+                try:
+                    sys.stderr.write(f"dataflow: error: cannot write to standard output: "
+                                     f"{getattr(e, 'strerror', None) or e}\n")
+                    sys.stderr.flush()
+                except (OSError, ValueError, AttributeError):
+                    pass
+    return lost

@@ -56,13 +56,15 @@ class Arena:
         try:
             if size:
                 os.posix_fallocate(fd, 0, size)
-        except OSError as e:
-            os.close(fd)
+            return cls(name, fd, slots, slot_size, owner=True)
+        except BaseException as e:   # a signal's exception too (the fallocate takes 10-20 ms):
+            os.close(fd)             # until it is returned, the segment is nobody else's
             os.unlink(_path(name))
-            raise ResourceError(f"cannot reserve {format_size(size)} in {SHM_DIR}: "
-                                f"{e.strerror}; give the container more shared memory "
-                                f"(docker run --shm-size=...)") from None
-        return cls(name, fd, slots, slot_size, owner=True)
+            if isinstance(e, OSError):
+                raise ResourceError(f"cannot reserve {format_size(size)} in {SHM_DIR}: "
+                                    f"{e.strerror}; give the container more shared memory "
+                                    f"(docker run --shm-size=...)") from None
+            raise
 
     @classmethod
     def attach(cls, name: str, slots: int, slot_size: int) -> "Arena":

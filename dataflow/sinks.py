@@ -288,23 +288,30 @@ class FileSink:
     def write(self, data: memoryview) -> None:
         self.bytes += _write_all(self.fd, data, self.path)
         if self._write_back and self.bytes - self._synced >= WRITEBACK_EVERY:
-            # overlap the disk writes with the job; errors surface at the final fsync
-            _sync_range(self.fd, self._synced, self.bytes - self._synced,
-                        _SYNC_FILE_RANGE_WRITE)
+            # overlap the disk writes with the job
+            self._sync_range(self._synced, self.bytes - self._synced, _SYNC_FILE_RANGE_WRITE)
             self._synced = self.bytes
             if not self.keep_cache and self._synced - self._dropped > DROP_LAG:
                 self._drop_behind(self._synced - DROP_LAG)
 
     def _drop_behind(self, end: int) -> None:
-        """Drop the bytes before `end` from the page cache, once they are on disk (they are
-        clean then, which is what the kernel drops). Advice only: a failure changes nothing."""
+        """Drop the bytes before `end` from the page cache. With `sync`, once they are on disk
+        (waited for: a write error is this job's error, and its pages are not dropped); without,
+        what is on disk already (the kernel drops clean pages only), never waiting for it."""
         start, length = self._dropped, end - self._dropped
-        _sync_range(self.fd, start, length, _SYNC_FILE_RANGE_WAIT)
+        if self.sync:
+            # the wait takes the file's write error, if any: the final fsync would not see it
+            self._sync_range(start, length, _SYNC_FILE_RANGE_WAIT)
         try:
             os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
         except OSError:
-            pass
+            pass        # advice only
         self._dropped = end
+
+    def _sync_range(self, start: int, length: int, flags: int) -> None:
+        if _sync_range(self.fd, start, length, flags) != 0:
+            e = ctypes.get_errno()
+            raise SinkError(f"cannot write {self.path}: {_reason(OSError(e, os.strerror(e)))}")
 
     def close(self) -> None:
         assert self.tmp is not None

@@ -468,7 +468,8 @@ def late():
 
 
 threading.Thread(target=late).start()
-sys.stdout.write(f"unflushed-{{PID}}")
+if __import__("multiprocessing").parent_process() is None:   # the coordinator, not a worker
+    sys.stdout.write(f"unflushed-{{PID}}")
 
 
 class Teardown:
@@ -496,12 +497,39 @@ def test_the_command_skips_teardown_but_runs_exit_handlers_threads_and_flushes(t
     job.write_text("source: {file: in.txt}\nstages:\n"
                    "  - python: {callable: 'exitmod:keep', mode: line}\n"
                    "sink: {file: out.txt}\n")
-    r = run_cli("run", str(job), "-q", cwd=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered stdout
+    r = subprocess.run([sys.executable, "-m", "dataflow", "run", str(job), "-q"],
+                       cwd=tmp_path, capture_output=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out.txt").read_bytes() == b"line\n" * 1000
+    assert r.stdout.decode().count("unflushed-") == 1, r.stdout
     pid = int(r.stdout.decode().split("unflushed-")[1])
     assert (tmp_path / f"atexit-{pid}").exists()
     assert (tmp_path / f"thread-{pid}").exists()
     assert not (tmp_path / f"teardown-{pid}").exists()
     r = run_cli("run", str(job), "-q", "--set", "source.file=missing.txt", cwd=str(tmp_path))
     assert r.returncode == 1 and b"cannot read missing.txt" in r.stderr    # the status stays
+
+
+def test_output_the_command_cannot_flush_at_its_end_fails_it(tmp_path):
+    """The quick exit flushes stdout itself: when that fails (a full disk), the status is 120
+    with a message, as the interpreter's own exit gives, never 0."""
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {generate: {size: 1MiB}}\nstages: [passthrough]\nsink: {null: true}\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([sys.executable, "-m", "dataflow", "run", str(job), "--explain"],
+                           stdout=full, stderr=subprocess.PIPE, env=env, timeout=60)
+    assert r.returncode == 120
+    assert b"cannot write to standard output: No space left on device" in r.stderr
+
+
+def test_python_m_dataflow_cli_still_runs_the_command(tmp_path):
+    """`python -m dataflow.cli` is the command without its front (no early workers, no quick
+    exit): it still works."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\nERROR b\nc\n" * 1000)
+    r = subprocess.run([sys.executable, "-m", "dataflow.cli", "grep", "ERROR", str(src)],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ERROR b\n" * 1000

@@ -95,6 +95,11 @@ def test_the_file_sink_drops_what_is_on_disk_from_the_page_cache(tmp_path, sync,
     grows, unless keep_cache; the bytes are all there either way."""
     import dataflow.sinks as sinks
 
+    kind = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
+                          text=True).stdout.strip()
+    if kind == "tmpfs":
+        pytest.skip("tmpfs files are the page cache itself: nothing to drop")
+
     piece = bytes(range(256)) * (4096 * 4)          # 4 MiB
     count = 48                                      # 192 MiB, three times the lag
     size = count * len(piece)
@@ -112,3 +117,42 @@ def test_the_file_sink_drops_what_is_on_disk_from_the_page_cache(tmp_path, sync,
     assert out.stat().st_size == size
     with open(out, "rb") as f:
         assert all(f.read(len(piece)) == piece for _ in range(count))
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_write_error_found_while_dropping_behind_fails_the_job(tmp_path, monkeypatch, sync):
+    """With sync, waiting for a range to be on disk takes the file's write error (the final
+    fsync would no longer see it): that error is the sink's, and the temp file goes. Without
+    sync nothing waits, so nothing is taken."""
+    import ctypes
+    import errno
+
+    import dataflow.sinks as sinks
+    from dataflow.errors import SinkError
+
+    real = sinks._sync_range
+    waits = []
+
+    def failing(fd, start, length, flags):
+        if flags == sinks._SYNC_FILE_RANGE_WAIT:
+            waits.append(start)
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return real(fd, start, length, flags)
+
+    monkeypatch.setattr(sinks, "_sync_range", failing)
+    out = tmp_path / "out"
+    sink = sinks.FileSink(out, sync=sync)
+    sink.open()
+    piece = memoryview(bytes(4 << 20))
+    if sync:
+        with pytest.raises(SinkError, match=r"cannot write .*out: Input/output error"):
+            for _ in range(40):
+                sink.write(piece)
+        sink.abort()
+        assert waits and os.listdir(tmp_path) == []
+    else:
+        for _ in range(40):
+            sink.write(piece)
+        sink.close()
+        assert waits == [] and out.stat().st_size == 40 * len(piece)

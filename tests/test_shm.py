@@ -7,6 +7,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from dataflow.shm import PREFIX, SHM_DIR, Arena, remove_stale
 
 
@@ -43,3 +45,18 @@ def test_remove_stale_deletes_dead_owners_and_keeps_live_ones():
         live.close()
         if os.path.exists(stale):
             os.unlink(stale)
+
+
+def test_a_signal_while_the_arena_is_reserved_leaves_no_segment(monkeypatch):
+    """The reservation takes 10-20 ms: a Ctrl-C's exception raised then (or any other) must
+    not leave the half-made segment behind, since nobody holds it yet to unlink it."""
+    from dataflow import shm
+
+    def interrupted(fd, offset, length):
+        raise KeyboardInterrupt
+
+    before = set(os.listdir(SHM_DIR))
+    monkeypatch.setattr(shm.os, "posix_fallocate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Arena.create(4, 1 << 20)
+    assert set(os.listdir(SHM_DIR)) == before

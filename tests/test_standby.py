@@ -19,13 +19,24 @@ from dataflow.__main__ import standby_count
 from helper_transforms import WorkerPids
 
 
+@pytest.fixture(autouse=True)
+def no_standby_left():
+    """A failing test must not leave standby workers for the next job in this process."""
+    yield
+    launch.discard()
+
+
 @pytest.mark.parametrize("argv, want", [
-    (["decompress", "-p", "3", "f.gz"], 3),
-    (["compress", "-p4", "f"], 4),
-    (["grep", "--workers=2", "x", "f"], 2),
-    (["grep", "--workers", "5", "x", "f"], 5),
-    (["run", "job.yaml", "--set", "workers=3"], 3),
-    (["run", "job.yaml"], "cores"),
+    (["decompress", "-p", "1", "f.gz"], 1),
+    (["compress", "-p1", "f"], 1),
+    (["grep", "--workers=1", "x", "f"], 1),
+    (["grep", "--workers", "1", "x", "f"], 1),
+    (["decompress", "-p", "1000", "f.gz"], "cores"),     # never more than the cores
+    (["run", "job.yaml", "--set", "workers=1"], 1),
+    (["run", "job.yaml"], "cores"),                      # no such file: the default
+    (["run", "--force", "one.yaml"], 1),                 # the job file's `workers:`
+    (["run", "--set", "chunk_size=1MiB", "one.yaml"], 1),
+    (["run", "one.yaml", "--set", "workers=auto"], "cores"),
     (["map", "m:f", "in", "-p", "auto"], "cores"),
     (["run", "job.yaml", "--explain"], 0),
     (["decompress", "--help"], 0),
@@ -36,7 +47,10 @@ from helper_transforms import WorkerPids
     (["decompress", "-p", "many", "f.gz"], 0),     # the command itself reports that
     (["decompress", "-p", "0", "f.gz"], 0),
 ])
-def test_how_many_workers_the_command_starts_before_the_engine(argv, want):
+def test_how_many_workers_the_command_starts_before_the_engine(argv, want, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.yaml").write_text("source: {file: a}\nworkers: 1   # one\n")
     cores = len(os.sched_getaffinity(0))
     assert standby_count(argv) == (cores if want == "cores" else want)
 
@@ -78,24 +92,35 @@ def test_a_standby_worker_that_died_is_passed_over(tmp_path):
     assert launch._standby == []
 
 
-@pytest.mark.parametrize("delay", [0.08, 0.12, 0.16, 0.24])
+def session(sid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (OSError, psutil.Error):
+            pass
+    return out
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.06, 0.12])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_command_starts_ends_it_cleanly(tmp_path, delay, signum):
-    """Ctrl-C or SIGTERM while the standby workers start and the engine is imported: the
-    command ends its workers and dies by the signal, with the usual message."""
+    """Ctrl-C or SIGTERM (to the command alone) once its first standby worker exists, while
+    the others start and the engine is imported: the command ends its workers and dies by
+    the signal with the usual message, and nothing of its session is left."""
     (tmp_path / "job.yaml").write_text("source: {generate: {size: 10GiB}}\n"
                                        "stages: [passthrough]\nsink: {null: true}\n")
     proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "job.yaml", "-q"],
                             cwd=tmp_path, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.002)
     time.sleep(delay)
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        kids = []
-    os.killpg(proc.pid, signum)
+    os.kill(proc.pid, signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == -signum, err.decode()
     name = signal.Signals(signum).name
     assert err.decode().endswith(f"dataflow: interrupted by {name}; cleaned up\n"), err.decode()
-    gone, alive = psutil.wait_procs(kids, timeout=5)
+    gone, alive = psutil.wait_procs(session(proc.pid), timeout=5)
     assert alive == []
