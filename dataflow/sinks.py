@@ -22,7 +22,9 @@ Rules (PITFALLS 10):
 - Writing to a closed pipe (`| head`) raises `BrokenPipe`, which the CLI exits on quietly.
 - Drop-behind: the file sink starts the disk writing of every WRITEBACK_EVERY bytes as they
   are written, and once a range is DROP_LAG bytes behind, waits for its writing to finish
-  (at once, unless the disk is that far behind) and drops it from the page cache. A job's
+  (at once, unless the disk is that far behind; with `sync` only, and an error there is the
+  sink's: the wait takes it from the file, so the final fsync would not see it) and drops it
+  from the page cache (without `sync`, only what is on disk by then). A job's
   output then holds about DROP_LAG of page cache however large it grows, instead of growing
   the cache by its whole size: evicting what other programs had cached, counting against a
   cgroup's memory limit, stalling in the kernel's dirty-page throttling. The final fsync finds
