@@ -40,7 +40,7 @@ ERRORS = ("strict", "surrogateescape", "replace")   # what to do with bytes that
 # Bytes of Python objects one byte of each format decodes into (a list of lines; dicts, str
 # and int of JSON values; lists of str of CSV rows), rounded up from tracemalloc's peak while
 # a 4 MiB chunk of the generated access log is decoded: lines 1.2, JSONL 2.7, CSV 5.0.
-# Stage.object_memory uses them; MOST_OBJECTS stands in for a format not known yet.
+# RecordTransform.object_memory uses them; MOST_OBJECTS stands in for a format not known yet.
 OBJECTS = {"bytes": 0, "lines": 2, "jsonl": 3, "csv": 5, "tsv": 5}
 MOST_OBJECTS = max(OBJECTS.values())
 # a CSV field may be as long as a record (max_record_size); the csv module refuses fields over

@@ -56,11 +56,11 @@ _TEMP_NAME = re.compile(r"\.(?P<stem>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]+" + re.escap
 _STEM_MAX = 200  # bytes of the target's name kept in a temp name (NAME_MAX is 255)
 
 
-
 def _random_tag() -> str:
     """16 random hex digits for a temp name (os.urandom: the `secrets` module would import
     hashlib, and with it OpenSSL, into every run)."""
     return os.urandom(8).hex()
+
 
 def _libc_function(name: str, argtypes: list):
     """A libc function via ctypes (errno kept), or None."""
@@ -74,7 +74,7 @@ def _libc_function(name: str, argtypes: list):
 
 # Linux's sync_file_range(2): start writeback (or with _WAIT, finish it)
 _sync_range = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64,
-                                                      ctypes.c_int64, ctypes.c_uint])
+                                                 ctypes.c_int64, ctypes.c_uint])
 # renameat2(2) with RENAME_NOREPLACE: rename unless the target exists, atomically
 _renameat2 = _libc_function("renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
                                           ctypes.c_char_p, ctypes.c_uint])

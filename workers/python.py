@@ -125,8 +125,7 @@ class PythonFunction(RecordTransform):
                     add(fn(line))
         except Exception as e:
             i = len(out)
-            offset = sum(len(x) + len(d) for x in lines[:i])
-            raise RecordError(f"{self.ref}: {e}", i + 1, offset) from e
+            raise RecordError(f"{self.ref}: {e}", i + 1, self._offset(lines, i)) from e
         tail = out.pop() if last else None   # no delimiter after an open last record
         try:                                  # every result bytes: one join
             body = d.join(out)
@@ -143,9 +142,12 @@ class PythonFunction(RecordTransform):
             return r.encode("utf-8", "surrogateescape")
         if isinstance(r, (bytes, bytearray, memoryview)):
             return r
-        offset = sum(len(x) + len(self.delimiter) for x in lines[:i])
         raise RecordError(f"{self.ref} returned {type(r).__name__}, not bytes, str or None",
-                          i + 1, offset)
+                          i + 1, self._offset(lines, i))
+
+    def _offset(self, lines: list[bytes], i: int) -> int:
+        """Where line `i` (from 0) starts in the chunk."""
+        return sum(len(x) + len(self.delimiter) for x in lines[:i])
 
     def process(self, records: list[Any], chunk: ChunkInfo) -> list[Any]:
         fn = self.fn
