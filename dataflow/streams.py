@@ -10,6 +10,8 @@
   byte and `trailer(result)` after the last (a gzip header, and a trailer with the CRC that
   the fold combined). A first stage may ask for `context`: up to that many bytes of the stream
   just before each chunk, handed over by the source in `chunk.context` (pigz-style priming).
+  Output can be bytes-like, a list of parts, an iterator of parts (made as they are
+  copied), or a `SlotFiller`: output the transform writes straight into the output slot.
 - A **Writable** consumes bytes in order in the coordinator: `open()`, `write(data)`,
   `close()` to commit, `abort()` to drop everything written (called instead of close on error).
 
@@ -38,6 +40,27 @@ class ChunkInfo:
         self.context: memoryview | None = None
         # the source's header record (a CSV header), the same for every chunk; b"" for none
         self.header = b""
+
+
+class SlotFiller:
+    """A transform's output that it writes into the output slot itself, saving a copy (BGZF
+    blocks inflated in place: workers/decompress.py). The worker calls `fill(dest)` with the
+    free part of the slot until `done`; each call writes from dest[0] and returns how many
+    bytes it wrote. Writing nothing into a slot that has room for nothing else means "my next
+    piece needs an empty slot"; into an empty one, it is an error. When another stage
+    follows, the worker iterates the filler instead (its parts, as bytes-like objects), so a
+    subclass is also an iterator. One way or the other, once."""
+
+    done = False
+
+    def fill(self, dest: memoryview) -> int:
+        raise NotImplementedError
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        raise NotImplementedError
 
 
 class _ReadableMeta(type(Protocol)):  # type: ignore[misc]

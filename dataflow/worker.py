@@ -49,7 +49,7 @@ from .records import (Batch, RecordError, RecordFormat, bind_chain, header_posit
 from .plan import SCRATCH, object_reserve
 from .registry import build
 from .shm import Arena
-from .streams import ChunkInfo
+from .streams import ChunkInfo, SlotFiller
 
 PR_SET_PDEATHSIG = 1
 M_TRIM_THRESHOLD = -1      # mallopt(3) parameters
@@ -217,6 +217,9 @@ class Worker:
         """Copy `data` (bytes-like, or a list or iterator of them to concatenate) into `slot`;
         a slot that fills while more output follows goes out as a Piece, acknowledged before
         reuse. An error while pulling from an iterator fails the last stage."""
+        if isinstance(data, SlotFiller):
+            self.emit_filled(seq, slot, data, summaries, seconds)
+            return
         lazy = hasattr(data, "__next__")  # an iterator (a generator): pulled as we copy
         parts = data if lazy or isinstance(data, list) else [data]
         size = self.arena.slot_size
@@ -242,6 +245,40 @@ class Worker:
         finally:
             dest.release()
         if lazy and seconds:
+            seconds[-1] += time.perf_counter() - t0  # the last stage worked while we copied
+        self.send(M.Done(seq, slot, pos, summaries, seconds))
+
+    def emit_filled(self, seq: int, slot: int, filler: SlotFiller, summaries: list[Any],
+                    seconds: list[float]) -> None:
+        """emit() for output the last stage writes into the slot itself (streams.SlotFiller)."""
+        size = self.arena.slot_size
+        dest = self.arena.view(slot)
+        pos = 0
+        t0 = time.perf_counter()
+        try:
+            while not filler.done:
+                if pos == size:
+                    self.send(M.Piece(seq, slot, size))
+                    self.wait_ack(seq)
+                    pos = 0
+                try:
+                    with dest[pos:] as free:
+                        n = filler.fill(free)
+                    if n == 0 and pos == 0 and not filler.done:
+                        raise ValueError(f"the stage's output needs more than a slot "
+                                         f"({size} bytes) in one piece")
+                except Exception as e:
+                    index = len(self.stages) - 1
+                    self.fail(seq, index, _name(self.stages[index]), e)
+                    return
+                if n == 0 and not filler.done:   # its next piece needs an empty slot
+                    self.send(M.Piece(seq, slot, pos))
+                    self.wait_ack(seq)
+                    pos = 0
+                pos += n
+        finally:
+            dest.release()
+        if seconds:
             seconds[-1] += time.perf_counter() - t0  # the last stage worked while we copied
         self.send(M.Done(seq, slot, pos, summaries, seconds))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from dataflow.streams import ChunkInfo, Transform
+from dataflow.streams import ChunkInfo, SlotFiller, Transform
 
 
 class Upper(Transform):
@@ -25,6 +25,47 @@ class Expand(Transform):
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> bytes:
         return bytes(data) * self.times
+
+
+class ExpandFilled(Transform):
+    """Expand's output, written into the output slot by a SlotFiller in whole pieces of
+    `piece` bytes (a piece that does not fit waits for the next slot); `fail_at` raises once
+    that many bytes are out."""
+
+    name = "expand-filled"
+
+    def __init__(self, times: int, piece: int, fail_at: int = -1):
+        self.times, self.piece, self.fail_at = times, piece, fail_at
+
+    def transform(self, data: memoryview, chunk: ChunkInfo) -> SlotFiller:
+        return _Repeat(bytes(data) * self.times, self.piece, self.fail_at)
+
+
+class _Repeat(SlotFiller):
+    def __init__(self, out: bytes, piece: int, fail_at: int):
+        self.out, self.piece, self.fail_at, self.pos = out, piece, fail_at, 0
+        self.done = not out
+
+    def fill(self, dest: memoryview) -> int:
+        written = 0
+        while self.pos < len(self.out):
+            if 0 <= self.fail_at <= self.pos:
+                raise ValueError(f"failing at output byte {self.pos}")
+            part = self.out[self.pos:self.pos + self.piece]
+            if written + len(part) > len(dest):
+                return written
+            dest[written:written + len(part)] = part
+            written += len(part)
+            self.pos += len(part)
+        self.done = True
+        return written
+
+    def __next__(self) -> bytes:
+        if self.pos >= len(self.out):
+            raise StopIteration
+        part = self.out[self.pos:self.pos + self.piece]
+        self.pos += len(part)
+        return part
 
 
 class CountLines(Transform):

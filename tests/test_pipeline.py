@@ -14,8 +14,8 @@ from dataflow import FileSink, FileSource, NullSink, pipeline, stream
 from dataflow.errors import SinkError, StageError, WorkerCrashedError
 
 from conftest import require_tool
-from helper_transforms import (AlwaysKill, CountLines, Expand, FailSetup, KillOnce, RaiseOn,
-                               Slow, Upper)
+from helper_transforms import (AlwaysKill, CountLines, Expand, ExpandFilled, FailSetup, KillOnce,
+                               RaiseOn, Slow, Upper)
 
 SMALL = dict(memory_limit="256MiB", chunk_size="256KiB")
 
@@ -118,6 +118,36 @@ def test_output_bigger_than_a_slot_travels_in_pieces(tmp_path):
                       workers=1, name="one")
     assert got == one
     assert len(got) == 20 * src.stat().st_size
+
+
+def test_output_written_into_the_slot_by_the_stage_travels_in_pieces(tmp_path):
+    """A stage whose output is a SlotFiller (BGZF blocks inflated in place) writes into the
+    output slot itself: whole pieces, the slot going out when the next does not fit; the
+    bytes are those of the same output returned as bytes, last stage or not."""
+    src = tmp_path / "in"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(20000)))
+    want = run_to_file(tmp_path, FileSource(str(src)), Expand(20), chunk_size="16KiB",
+                       workers=1, name="want")
+    for piece in (1, 5000, 16 << 10):
+        got = run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, piece),
+                          chunk_size="16KiB", workers=3, name=f"p{piece}")
+        assert got == want, piece
+    got = run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 5000), Upper(),
+                      chunk_size="16KiB", workers=2, name="then-upper")
+    assert got == want.upper()
+
+
+def test_a_slot_filler_that_fails_or_cannot_fit_fails_its_stage(tmp_path):
+    src = tmp_path / "in"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(20000)))
+    with pytest.raises(StageError, match=r"stages\[0\] \(expand-filled\) failed on chunk 0 .*"
+                                         r"failing at output byte 50000"):
+        run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 5000, fail_at=50000),
+                    chunk_size="16KiB", workers=2, name="fails")
+    with pytest.raises(StageError, match=r"needs more than a slot"):
+        run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 1 << 20),
+                    chunk_size="16KiB", workers=2, name="too-big")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 def test_fused_stages_and_ordered_fold_and_flush(tmp_path, sample_log):

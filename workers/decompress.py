@@ -18,6 +18,11 @@ Rules:
   the same messages and offsets. libdeflate does not say where a block's deflate data ends, so
   bytes between its end and the trailer go unnoticed when the block's CRC-32 and length are
   right (the data is intact; bgzip does not notice either); the zlib-family backends check it.
+- With libdeflate reachable through ctypes (dataflow/libdeflate.py), a BGZF chunk is a
+  `_BgzfRun`: when its output goes straight to the output slot, the worker calls its `fill`
+  and each block is inflated into the slot and its CRC-32 computed there, with no bytes
+  object and no copy per block; when another stage follows, it is iterated like the
+  generator above. Both go the same way on anything but a plain block.
 - A zstd chunk that is one frame recording its content size (up to PIECE: dataflow's own
   frames) is decoded in one call that also checks the frame's checksum and refuses bytes after
   the frame; anything else, or any error there, goes through the strict `Decoder` from the
@@ -31,7 +36,7 @@ from typing import Any, Callable, Iterator, Literal
 import msgspec
 
 from dataflow.containers import FORMATS, Decoder
-from dataflow.streams import ChunkInfo, Transform
+from dataflow.streams import ChunkInfo, SlotFiller, Transform
 
 PIECE = 4 << 20  # output per decoder call: bounded memory, few round trips
 # BGZF block: gzip magic with FEXTRA, MTIME/XFL/OS, XLEN 6, subfield "BC" of 2 bytes, BSIZE - 1
@@ -66,6 +71,10 @@ class Decompress(Transform):
         self._backend = inflate_backend(self.backend)   # the strict Decoder's
         if self.format == "bgzf":
             self._inflate, self._crc32 = block_inflater(self.backend)
+            self._lib = None
+            if getattr(self._inflate, "__module__", "").startswith("deflate"):
+                from dataflow import libdeflate
+                self._lib = libdeflate.load()
         if self.format == "zstd":
             import zstandard
             self._zstd = zstandard
@@ -76,6 +85,8 @@ class Decompress(Transform):
             raise ValueError("decompress: the format was not resolved before the run "
                              "(a bug: dataflow.decoding.prepare does that)")
         if self.format == "bgzf" and len(data):
+            if self._lib is not None and not data.readonly:
+                return _BgzfRun(self, data, chunk.offset)
             return self._bgzf(data, chunk.offset)
         if self.format == "zstd":
             out = self._zstd_frame(data)
@@ -134,3 +145,76 @@ class Decompress(Transform):
                 break
             out = decoder.decompress_parts(b"", PIECE)
         decoder.finish()  # raises CorruptInput when the chunk ends inside a member
+
+
+class _BgzfRun(SlotFiller):
+    """A chunk of BGZF blocks, decoded by `fill` straight into the output slot, or iterated
+    as parts (`Decompress._bgzf`) when a stage follows."""
+
+    def __init__(self, stage: Decompress, data: memoryview, offset: int):
+        self.stage = stage
+        self.data = data
+        self.offset = offset
+        self.done = False
+        self._pos = 0          # where the next block starts in `data`
+        self._blocks = 0
+        self._rest: Iterator[Any] | None = None   # the strict decoder's parts, past the blocks
+        self._part = memoryview(b"")                # what is left of the part being copied
+        self._parts: Iterator[Any] | None = None
+
+    def __next__(self) -> Any:
+        if self._parts is None:
+            self._parts = self.stage._bgzf(self.data, self.offset)
+        return next(self._parts)
+
+    def fill(self, dest: memoryview) -> int:
+        """Write the next output into `dest` (as much as fits, whole blocks); the byte count.
+        `done` once all is out. Raises what the strict decoder raises for a bad block."""
+        from dataflow.libdeflate import SUCCESS, address
+
+        written = 0
+        if self._rest is None:
+            lib = self.stage._lib
+            inflate, crc32 = lib.inflate, lib.crc32
+            head, tail = _BGZF_HEAD.unpack_from, _BGZF_TAIL.unpack_from
+            data, pos, room = self.data, self._pos, len(dest)
+            n = len(data)
+            src, dst = address(data), address(dest)
+            while n - pos >= 26:
+                magic, xlen, sub, slen, bsize = head(data, pos)
+                end = pos + bsize + 1
+                if magic != _BGZF_MAGIC or xlen != 6 or sub != b"BC" or slen != 2 or end > n \
+                        or bsize < 25:
+                    break
+                crc, size = tail(data, end - 8)
+                if size > BGZF_MAX_DATA:
+                    break
+                if written + size > room:
+                    self._pos = pos
+                    return written            # the slot is full: the rest goes in the next
+                at = dst + written
+                if inflate(src + pos + 18, bsize - 25, at, size) != SUCCESS or \
+                        crc32(0, at, size) != crc:
+                    break                     # the strict decoder says what is wrong
+                written += size
+                pos = end
+                self._blocks += 1
+            self._pos = pos
+            if pos == n:
+                self.done = True
+                return written
+            self._rest = self.stage._pieces(data[pos:], self.offset + pos, self._blocks)
+        while written < len(dest):
+            if not self._part:
+                try:
+                    part = next(self._rest)
+                except StopIteration:
+                    self.done = True
+                    break
+                self._part = memoryview(part).cast("B")
+                continue
+            k = min(len(self._part), len(dest) - written)
+            dest[written:written + k] = self._part[:k]
+            self._part = self._part[k:]
+            written += k
+        return written
