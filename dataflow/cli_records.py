@@ -158,8 +158,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
         name, eq, raw = item.partition("=")
         if not eq or not name.isidentifier():
             raise UsageError(f"--arg expects NAME=VALUE, got {item!r}")
-        from .config import _load_yaml
-        kwargs[name] = _load_yaml(raw, "--arg")[0] if raw.strip() else ""
+        from .yamldoc import load_yaml
+        kwargs[name] = load_yaml(raw, "--arg")[0] if raw.strip() else ""
     stage = PythonFunction(args.callable, mode=args.mode, args=kwargs, setup=args.setup)
     try:
         stage.check()
