@@ -215,3 +215,36 @@ def test_bytes_between_the_deflate_end_and_the_trailer(backend):
         assert (err.message, err.offset, err.member) == \
             (strict_err.message, strict_err.offset, strict_err.member)
         assert err.member == 1
+
+
+@pytest.mark.parametrize("source", ["package", "system"])
+def test_libdeflate_through_ctypes_inflates_into_a_buffer(source):
+    """dataflow.libdeflate binds the deflate package's copy of libdeflate, or the system's
+    (libdeflate0, which bgzip links) when the package is missing: a block inflated into a
+    buffer we name, its CRC-32 and libdeflate's verdict on a wrong size all as expected."""
+    import sys
+
+    require_tool("bgzip")      # brings the system's libdeflate on Debian
+    code = r"""
+import sys, zlib
+if sys.argv[1] == "system":
+    sys.modules["deflate"] = None          # as if the package were not installed
+from dataflow import libdeflate
+lib = libdeflate.load()
+assert lib is not None
+payload = b"GET /index.html 200\n" * 3000
+c = zlib.compressobj(6, zlib.DEFLATED, -15)
+raw = bytearray(c.compress(payload) + c.flush())
+out = bytearray(len(payload) + 10)
+src, dst = libdeflate.address(raw), libdeflate.address(out)
+assert lib.inflate(src, len(raw), dst, len(payload)) == libdeflate.SUCCESS
+assert bytes(out[:len(payload)]) == payload
+assert lib.crc32(0, dst, len(payload)) == zlib.crc32(payload)
+assert lib.inflate(src, len(raw), dst, len(payload) + 1) == libdeflate.SHORT_OUTPUT
+assert lib.inflate(src, len(raw), dst, len(payload) - 1) == libdeflate.INSUFFICIENT_SPACE
+raw[len(raw) // 2] ^= 0xFF
+assert lib.inflate(src, len(raw), dst, len(payload)) != libdeflate.SUCCESS
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code, source], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
