@@ -109,18 +109,10 @@ class Decompress(Transform):
     def _bgzf(self, data: memoryview, offset: int) -> Iterator[Any]:
         inflate: Callable[[memoryview, int], Any] = self._inflate
         crc32 = self._crc32
-        head, tail = _BGZF_HEAD.unpack_from, _BGZF_TAIL.unpack_from
         n = len(data)
         pos = blocks = 0
-        while n - pos >= 26:
-            magic, xlen, sub, slen, bsize = head(data, pos)
-            end = pos + bsize + 1
-            if magic != _BGZF_MAGIC or xlen != 6 or sub != b"BC" or slen != 2 or end > n \
-                    or bsize < 25:
-                break
-            crc, size = tail(data, end - 8)
-            if size > BGZF_MAX_DATA:
-                break
+        while (found := _plain_block(data, pos, n)) is not None:
+            end, crc, size = found
             try:
                 out = inflate(data[pos + 18:end - 8], size)
             except Exception:      # each library has its own error type: the decoder names it
@@ -145,6 +137,20 @@ class Decompress(Transform):
                 break
             out = decoder.decompress_parts(b"", PIECE)
         decoder.finish()  # raises CorruptInput when the chunk ends inside a member
+
+
+def _plain_block(data: memoryview, pos: int, n: int) -> tuple[int, int, int] | None:
+    """(end, CRC-32, data size) of the plain BGZF block at `pos` of `data[:n]`, or None when
+    there is none there (the end of the chunk, or anything the strict decoder must judge)."""
+    if n - pos < 26:
+        return None
+    magic, xlen, sub, slen, bsize = _BGZF_HEAD.unpack_from(data, pos)
+    end = pos + bsize + 1
+    if magic != _BGZF_MAGIC or xlen != 6 or sub != b"BC" or slen != 2 or end > n \
+            or bsize < 25:
+        return None
+    crc, size = _BGZF_TAIL.unpack_from(data, end - 8)
+    return None if size > BGZF_MAX_DATA else (end, crc, size)
 
 
 class _BgzfRun(SlotFiller):
@@ -176,24 +182,16 @@ class _BgzfRun(SlotFiller):
         if self._rest is None:
             lib = self.stage._lib
             inflate, crc32 = lib.inflate, lib.crc32
-            head, tail = _BGZF_HEAD.unpack_from, _BGZF_TAIL.unpack_from
             data, pos, room = self.data, self._pos, len(dest)
             n = len(data)
             src, dst = address(data), address(dest)
-            while n - pos >= 26:
-                magic, xlen, sub, slen, bsize = head(data, pos)
-                end = pos + bsize + 1
-                if magic != _BGZF_MAGIC or xlen != 6 or sub != b"BC" or slen != 2 or end > n \
-                        or bsize < 25:
-                    break
-                crc, size = tail(data, end - 8)
-                if size > BGZF_MAX_DATA:
-                    break
+            while (found := _plain_block(data, pos, n)) is not None:
+                end, crc, size = found
                 if written + size > room:
                     self._pos = pos
                     return written            # the slot is full: the rest goes in the next
                 at = dst + written
-                if inflate(src + pos + 18, bsize - 25, at, size) != SUCCESS or \
+                if inflate(src + pos + 18, end - pos - 26, at, size) != SUCCESS or \
                         crc32(0, at, size) != crc:
                     break                     # the strict decoder says what is wrong
                 written += size
