@@ -403,18 +403,21 @@ def standby(conn: Connection, parent_pid: int) -> None:
     """Entry point of a worker started before its job was known (launch.prestart): it waits
     for the job's arguments (main's, after `conn`, msgpack-encoded) and runs main; when no
     job takes it, the coordinator closes the pipe and it ends here."""
-    _become_worker(parent_pid)
+    libc = _become_worker(parent_pid)
     try:
         args = msgspec.msgpack.decode(conn.recv_bytes())
     except (EOFError, OSError):
         return
-    main(conn, *args)
+    main(conn, *args, libc=libc)
 
 
 def main(conn: Connection, arena_name: str, slots: int, slot_size: int, specs: bytes,
-         parent_pid: int, context: int = 0, record_format: bytes = b"") -> None:
-    """Entry point of a worker process (the target of a spawned multiprocessing.Process)."""
-    libc = _become_worker(parent_pid)
+         parent_pid: int, context: int = 0, record_format: bytes = b"", *,
+         libc: Any = False) -> None:
+    """Entry point of a worker process (the target of a spawned multiprocessing.Process).
+    `libc` is given by `standby`, which has already made the process a worker."""
+    if libc is False:
+        libc = _become_worker(parent_pid)
     quickexit.arm()     # before user code registers its exit handlers: ours runs after them
     _keep_freed_memory(libc, slot_size)
     arena = Arena.attach(arena_name, slots, slot_size)

@@ -72,7 +72,18 @@ def test_resume_after_sigkill_at_random_points_is_byte_identical(tmp_path, parts
                 os.rename(d / "out.gz.gzi", tmp_path / f"reference{run}.gzi")
         proc = subprocess.Popen([sys.executable, "-m", "dataflow", "run", "job.yaml", "-q"],
                                 cwd=d, stderr=subprocess.PIPE, start_new_session=True)
-        time.sleep(rng.uniform(0.55, 0.95) * durations[run % len(CASES)])
+        duration = durations[run % len(CASES)]
+        if run % 2:
+            # once a checkpoint exists, at a random point of the rest: on a loaded machine a
+            # kill timed by the undisturbed run alone could land before the first checkpoint
+            # (or after the end) every time
+            deadline = time.monotonic() + 30
+            while not (d / f".{out}.dataflow-resume").exists() and proc.poll() is None:
+                assert time.monotonic() < deadline, "no checkpoint was made"
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.3) * duration)
+        else:
+            time.sleep(rng.uniform(0.55, 0.95) * duration)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
