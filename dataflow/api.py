@@ -19,7 +19,7 @@ from .plan import Plan, make_plan, object_reserve
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
 from .sinks import FileSink, ends_job_quietly
-from .records import placement
+from .records import bind_chain, placement
 from .streams import Transform
 
 DEFAULT_CHUNK_SIZE = 4 << 20     # big enough that per-chunk costs vanish, small enough for caches
@@ -100,6 +100,14 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
     record = max_record_size if max_record_size is not None else getattr(
         source, "max_record_size", 0)
     checked = check_stages(flatten(stages))
+    if hasattr(source, "record_format"):
+        # the kind of records sizes the stages' object memory in the plan (a JSON line's
+        # objects take less than a CSV row's), as a job file's load does; the run binds them
+        # again once it has the header, and reports what does not bind
+        try:
+            bind_chain(checked, source.record_format())
+        except ValueError:
+            pass
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
                          max_record_size=record, stages=checked, source=source, sink=sink)
     chunk = parse_size(chunk_size)

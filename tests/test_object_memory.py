@@ -85,3 +85,20 @@ def test_explain_shows_the_object_reserve(tmp_path):
     r = run_cli("run", str(job), "--explain")
     assert r.returncode == 0, r.stderr
     assert b"stages' own memory        6.0 MiB   2 workers x 3.0 MiB" in r.stdout
+
+
+def test_a_python_api_job_plans_for_the_records_of_its_source(tmp_path):
+    """pipeline()/stream() plan before the run reads a CSV header: the stages are bound to the
+    source's kind of records first, as a job file's are, so a JSON lines job reserves the
+    objects of JSON lines (OBJECTS['jsonl']), not the most any format needs."""
+    from dataflow.api import _run
+    from dataflow.records import MOST_OBJECTS
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"status": 500, "path": "/"}\n')
+    run = _run(dataflow.FileSource(str(src), split="jsonl"), (dataflow.Select(["path"]),),
+               workers=2, memory_limit="256MiB", chunk_size="4MiB", ordered=True,
+               max_record_size=None, progress=None, start_method="spawn")
+    capacity = run.plan.capacity
+    assert OBJECTS["jsonl"] < MOST_OBJECTS
+    assert run.plan.stage_memory == OBJECTS["jsonl"] * capacity
