@@ -77,10 +77,41 @@ def _kill_descendants(pid: int) -> None:
     """SIGKILL what a worker started (an external command and its children): they run in
     their own session, so no signal to the worker reaches them, and once the worker is gone
     they are no longer its descendants."""
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
+    for child in descendants(pid):
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(child).kill()    # psutil: not a process that took a dead one's pid
+
+
+# Linux lists a task's children in /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)
+_PROC_CHILDREN = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of `pid`'s descendants (at this moment: best effort, as any such list), from
+    the few /proc files that list each task's children; psutil instead reads every process's
+    on the machine (40 ms a worker with 2,000 processes running), which a teardown would do
+    for each worker. Through psutil where the kernel has no such file."""
+    if not _PROC_CHILDREN:
+        with contextlib.suppress(psutil.Error):
+            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        return []
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue                    # gone meanwhile
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
 
 
 class Stats(msgspec.Struct):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 import dataflow
 
-from helper_transforms import SharedMemoryUser, WorkerPids
+from helper_transforms import SharedMemoryUser
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,3 +48,40 @@ def test_user_code_in_a_worker_can_still_use_shared_memory(tmp_path):
                       dataflow.FileSink(str(out)), workers=2, chunk_size="1KiB")
     assert out.read_bytes() == src.read_bytes()
     assert blocks() <= before
+
+
+def dead(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("proc_children", [True, False])
+def test_descendants_are_found_through_proc_or_psutil(monkeypatch, proc_children):
+    """coordinator.descendants: a child and its own child (in a session of its own, as an exec
+    command is), by the /proc children lists, or by psutil where the kernel has none."""
+    from dataflow import coordinator
+
+    monkeypatch.setattr(coordinator, "_PROC_CHILDREN",
+                        coordinator._PROC_CHILDREN and proc_children)
+    code = ("import subprocess, sys; p = subprocess.Popen(['sleep', '30'], "
+            "start_new_session=True); print(p.pid, flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(child.stdout.readline())
+        assert set(coordinator.descendants(child.pid)) == {grandchild}
+        assert child.pid in coordinator.descendants(os.getpid())
+        coordinator._kill_descendants(child.pid)
+        deadline = time.monotonic() + 5       # killed: a zombie until its parent reaps it
+        while not dead(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dead(grandchild)
+        assert coordinator.descendants(999_999_999) == []     # no such process
+    finally:
+        child.stdin.close()
+        child.wait()
+        child.stdout.close()
