@@ -103,10 +103,11 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
     if hasattr(source, "record_format"):
         # the kind of records sizes the stages' object memory in the plan (a JSON line's
         # objects take less than a CSV row's), as a job file's load does; the run binds them
-        # again once it has the header, and reports what does not bind
+        # again once it has the header, and reports what does not bind (a user's stage may
+        # need the header's columns: whatever it raises here is its business then)
         try:
             bind_chain(checked, source.record_format())
-        except ValueError:
+        except Exception:
             pass
     plan = make_job_plan(workers=workers, memory_limit=memory_limit, chunk_size=chunk_size,
                          max_record_size=record, stages=checked, source=source, sink=sink)

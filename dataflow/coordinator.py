@@ -79,7 +79,10 @@ def _kill_descendants(pid: int) -> None:
     they are no longer its descendants."""
     for child in descendants(pid):
         with contextlib.suppress(psutil.Error):
-            psutil.Process(child).kill()    # psutil: not a process that took a dead one's pid
+            # psutil checks, between its start and the kill, that the pid is still the same
+            # process; a descendant that exits and whose pid is taken between the /proc walk
+            # and here (microseconds) is a window psutil's own children() has as well
+            psutil.Process(child).kill()
 
 
 # Linux lists a task's children in /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)

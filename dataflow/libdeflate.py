@@ -28,7 +28,8 @@ class Libdeflate:
     """The functions a BGZF block needs, and one decompressor (not thread-safe: one per
     process, which is what a worker is)."""
 
-    def __init__(self, lib: Any):
+    def __init__(self, lib: Any, path: str = ""):
+        self.path = path        # the library the functions come from
         lib.libdeflate_alloc_decompressor.restype = ctypes.c_void_p
         lib.libdeflate_alloc_decompressor.argtypes = []
         # (decompressor, in, in_nbytes, out, out_nbytes_avail, actual_out_nbytes_ret)
@@ -58,7 +59,7 @@ def load() -> Libdeflate | None:
         _loaded = None
         for path in _candidates():
             try:
-                _loaded = Libdeflate(ctypes.CDLL(path))
+                _loaded = Libdeflate(ctypes.CDLL(path), path)
                 break
             except (OSError, AttributeError, MemoryError):
                 continue

@@ -49,9 +49,11 @@ class SlotFiller:
     bytes it wrote. Writing nothing into a slot that has room for nothing else means "my next
     piece needs an empty slot"; into an empty one, it is an error. When another stage
     follows, the worker iterates the filler instead (its parts, as bytes-like objects), so a
-    subclass is also an iterator. One way or the other, once."""
+    subclass is also an iterator. One way or the other, once. `largest_piece`: the most one
+    piece may need; with smaller slots the worker iterates the filler instead."""
 
     done = False
+    largest_piece = 0
 
     def fill(self, dest: memoryview) -> int:
         raise NotImplementedError

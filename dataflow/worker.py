@@ -217,7 +217,7 @@ class Worker:
         """Copy `data` (bytes-like, or a list or iterator of them to concatenate) into `slot`;
         a slot that fills while more output follows goes out as a Piece, acknowledged before
         reuse. An error while pulling from an iterator fails the last stage."""
-        if isinstance(data, SlotFiller):
+        if isinstance(data, SlotFiller) and data.largest_piece <= self.arena.slot_size:
             self.emit_filled(seq, slot, data, summaries, seconds)
             return
         lazy = hasattr(data, "__next__")  # an iterator (a generator): pulled as we copy

@@ -30,20 +30,23 @@ class Expand(Transform):
 class ExpandFilled(Transform):
     """Expand's output, written into the output slot by a SlotFiller in whole pieces of
     `piece` bytes (a piece that does not fit waits for the next slot); `fail_at` raises once
-    that many bytes are out."""
+    that many bytes are out; `declared`: the largest piece it says it needs (the piece size
+    unless given: 0 pretends it always fits)."""
 
     name = "expand-filled"
 
-    def __init__(self, times: int, piece: int, fail_at: int = -1):
-        self.times, self.piece, self.fail_at = times, piece, fail_at
+    def __init__(self, times: int, piece: int, fail_at: int = -1, declared: int = -1):
+        self.times, self.piece, self.fail_at, self.declared = times, piece, fail_at, declared
 
     def transform(self, data: memoryview, chunk: ChunkInfo) -> SlotFiller:
-        return _Repeat(bytes(data) * self.times, self.piece, self.fail_at)
+        return _Repeat(bytes(data) * self.times, self.piece, self.fail_at,
+                       self.piece if self.declared < 0 else self.declared)
 
 
 class _Repeat(SlotFiller):
-    def __init__(self, out: bytes, piece: int, fail_at: int):
+    def __init__(self, out: bytes, piece: int, fail_at: int, largest: int):
         self.out, self.piece, self.fail_at, self.pos = out, piece, fail_at, 0
+        self.largest_piece = largest
         self.done = not out
 
     def fill(self, dest: memoryview) -> int:

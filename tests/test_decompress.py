@@ -208,6 +208,20 @@ def test_decompress_must_come_first(tmp_path, text):
                  **OPTS)
 
 
+@pytest.mark.parametrize("chunk", ["4KiB", "32KiB", "63KiB", "64KiB"])
+def test_bgzf_with_slots_smaller_than_a_block_comes_back_whole(tmp_path, text, chunk):
+    """A BGZF block decodes to up to 64 KiB: with smaller slots (a small chunk_size) the
+    blocks are not inflated in place but iterated, and travel in slot-sized pieces."""
+    data = text.read_bytes()[:3 << 20] + bytes(1 << 20)     # a run of zeros: a big ratio
+    path = tmp_path / "in.gz"
+    path.write_bytes(make(["bgzip", "-c"], data))
+    got, stats = decompress_to(tmp_path, path, chunk_size=chunk)
+    assert got == data
+    assert stats.chunks > 2
+    r = run_cli("decompress", "-c", "-k", "--chunk-size", chunk.replace("iB", ""), str(path))
+    assert r.returncode == 0 and r.stdout == data, r.stderr.decode()
+
+
 def test_members_are_grouped_so_each_chunk_decodes_into_one_slot():
     from dataflow.decoding import GUESSED_RATIO, group_members
 

@@ -135,6 +135,10 @@ def test_output_written_into_the_slot_by_the_stage_travels_in_pieces(tmp_path):
     got = run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 5000), Upper(),
                       chunk_size="16KiB", workers=2, name="then-upper")
     assert got == want.upper()
+    # a piece larger than the slots (a BGZF block's 64 KiB, chunk_size 16KiB): iterated
+    got = run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 100_000),
+                      chunk_size="16KiB", workers=2, name="larger")
+    assert got == want
 
 
 def test_a_slot_filler_that_fails_or_cannot_fit_fails_its_stage(tmp_path):
@@ -144,8 +148,8 @@ def test_a_slot_filler_that_fails_or_cannot_fit_fails_its_stage(tmp_path):
                                          r"failing at output byte 50000"):
         run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 5000, fail_at=50000),
                     chunk_size="16KiB", workers=2, name="fails")
-    with pytest.raises(StageError, match=r"needs more than a slot"):
-        run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 1 << 20),
+    with pytest.raises(StageError, match=r"needs more than a slot"):   # and said it did not
+        run_to_file(tmp_path, FileSource(str(src)), ExpandFilled(20, 1 << 20, declared=0),
                     chunk_size="16KiB", workers=2, name="too-big")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 

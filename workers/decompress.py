@@ -155,7 +155,10 @@ def _plain_block(data: memoryview, pos: int, n: int) -> tuple[int, int, int] | N
 
 class _BgzfRun(SlotFiller):
     """A chunk of BGZF blocks, decoded by `fill` straight into the output slot, or iterated
-    as parts (`Decompress._bgzf`) when a stage follows."""
+    as parts (`Decompress._bgzf`) when a stage follows, or when slots are smaller than a
+    block's output can be (a chunk_size under 64 KiB)."""
+
+    largest_piece = BGZF_MAX_DATA
 
     def __init__(self, stage: Decompress, data: memoryview, offset: int):
         self.stage = stage
