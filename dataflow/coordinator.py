@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing as mp
 import os
 import signal
 import time
@@ -45,7 +44,8 @@ from . import scheduler as S
 from .errors import (Cancelled, DataflowError, JobTimeout, RemoteTraceback, StageError,
                      SourceError, UsageError, WorkerCrashedError)
 from .framing import Framer
-from .launch import discard, end, process_class, signals_held, starting_workers, take
+from .launch import (discard, end, process_class, signals_held, start, starting_workers,
+                     take)
 from .limit import RecordLimit
 from .records import RecordError, RecordFormat, bind_chain, header_position, with_header
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
@@ -175,7 +175,6 @@ class Run:
         self.ordered = ordered
         self.chunk_size = min(chunk_size or plan.capacity, plan.capacity)
         self.progress = progress
-        self.ctx = mp.get_context(start_method)
         self.process_class = process_class(start_method)
         self.start_method = start_method
         self.max_attempts = max_attempts
@@ -228,13 +227,9 @@ class Run:
                     continue
                 self.procs[index] = _Proc(process, conn)
                 return
-            parent, child = self.ctx.Pipe(duplex=True)
-            p = self.process_class(target=worker_module.main, name=f"dataflow-worker-{index}",
-                                   args=(child, *args))
-            with starting_workers(self.specs):
-                p.start()
-            child.close()
-            self.procs[index] = _Proc(p, parent)
+            p, conn = start(self.process_class, worker_module.main,
+                            f"dataflow-worker-{index}", args, self.specs)
+            self.procs[index] = _Proc(p, conn)
 
     def _stop_workers(self) -> None:
         for i, proc in enumerate(self.retired):

@@ -130,6 +130,25 @@ def starting_workers(specs: bytes = b"") -> Iterator[None]:
                 os.environ.pop(SAFE_PATH_OURS, None)
 
 
+def start(process_class: object, target: object, name: str, args: tuple,
+          specs: bytes = b"") -> tuple[object, object]:
+    """Start a worker process running `target(conn, *args)`; return it and our end of its
+    pipe. Call it with signals held (signals_held), as every worker start is."""
+    from multiprocessing.connection import Pipe
+
+    parent, child = Pipe(duplex=True)
+    process = process_class(target=target, name=name, args=(child, *args))
+    try:
+        with starting_workers(specs):
+            process.start()
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child.close()       # the child has its own copy once started
+    return process, parent
+
+
 def cpu_count() -> int:
     """The cores this process may run on (its CPU affinity)."""
     try:
@@ -158,25 +177,17 @@ def prestart(count: int) -> None:
     (worker.standby); `take()` hands one to a job, `discard()` ends those no job took. Best
     effort: when a process cannot be started (a process or file limit), the job will start
     its workers itself and say so if it cannot either."""
-    from multiprocessing.connection import Pipe
-
     for _ in range(count):
-        parent, child = Pipe(duplex=True)
-        process = SpawnWithoutTracker(target=_standby_main, name="dataflow-worker",
-                                      args=(child, os.getpid()))
         # SIGINT and SIGTERM blocked while it starts, as for any worker (coordinator.py); it
         # is ours to discard before a pending one lands
         with signals_held():
             try:
-                with starting_workers():
-                    process.start()
+                started = start(SpawnWithoutTracker, _standby_main, "dataflow-worker",
+                                (os.getpid(),))
             except OSError:
-                parent.close()
-                child.close()
                 return
-            child.close()
             with STARTING:
-                _standby.append((process, parent))
+                _standby.append(started)
 
 
 def take() -> tuple[object, object] | None:

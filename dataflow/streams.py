@@ -47,13 +47,15 @@ class SlotFiller:
     blocks inflated in place: workers/decompress.py). The worker calls `fill(dest)` with the
     free part of the slot until `done`; each call writes from dest[0] and returns how many
     bytes it wrote. Writing nothing into a slot that has room for nothing else means "my next
-    piece needs an empty slot"; into an empty one, it is an error. When another stage
-    follows, the worker iterates the filler instead (its parts, as bytes-like objects), so a
-    subclass is also an iterator. One way or the other, once. `largest_piece`: the most one
-    piece may need; with smaller slots the worker iterates the filler instead."""
+    piece needs an empty slot"; into an empty one, it is an error. Once done, what it could
+    not write itself (`rest`: bytes-like parts) is copied after, as any output. When another
+    stage follows, the worker iterates the filler instead (its parts, as bytes-like objects),
+    so a subclass is also an iterator. One way or the other, once. `largest_piece`: the most
+    one piece may need; with smaller slots the worker iterates the filler instead."""
 
     done = False
     largest_piece = 0
+    rest: Any = ()
 
     def fill(self, dest: memoryview) -> int:
         raise NotImplementedError

@@ -216,23 +216,26 @@ class Worker:
              seconds: list[float]) -> None:
         """Copy `data` (bytes-like, or a list or iterator of them to concatenate) into `slot`;
         a slot that fills while more output follows goes out as a Piece, acknowledged before
-        reuse. An error while pulling from an iterator fails the last stage."""
-        if isinstance(data, SlotFiller) and data.largest_piece <= self.arena.slot_size:
-            self.emit_filled(seq, slot, data, summaries, seconds)
-            return
-        lazy = hasattr(data, "__next__")  # an iterator (a generator): pulled as we copy
-        parts = data if lazy or isinstance(data, list) else [data]
+        reuse. A SlotFiller (streams.py) whose pieces fit a slot writes into the slots itself
+        first; what it leaves (`rest`) is copied after. An error while pulling from an iterator
+        or filling fails the last stage."""
+        filler = data if isinstance(data, SlotFiller) and \
+            data.largest_piece <= self.arena.slot_size else None
+        lazy = filler is not None or hasattr(data, "__next__")  # pulled as we copy
         size = self.arena.slot_size
         dest = self.arena.view(slot)
         pos = 0
         t0 = time.perf_counter()
         try:
+            if filler is not None:
+                pos = self._fill(seq, slot, dest, filler)
+                data = filler.rest
+            parts = data if lazy or isinstance(data, list) else [data]
             for part in _pulled(parts, lazy):
                 with memoryview(part) as mv, mv.cast("B") as out:
                     while len(out):
                         if pos == size:
-                            self.send(M.Piece(seq, slot, size))
-                            self.wait_ack(seq)
+                            self._piece(seq, slot, size)
                             pos = 0
                         n = min(len(out), size - pos)
                         dest[pos:pos + n] = out[:n]
@@ -248,39 +251,31 @@ class Worker:
             seconds[-1] += time.perf_counter() - t0  # the last stage worked while we copied
         self.send(M.Done(seq, slot, pos, summaries, seconds))
 
-    def emit_filled(self, seq: int, slot: int, filler: SlotFiller, summaries: list[Any],
-                    seconds: list[float]) -> None:
-        """emit() for output the last stage writes into the slot itself (streams.SlotFiller)."""
-        size = self.arena.slot_size
-        dest = self.arena.view(slot)
+    def _fill(self, seq: int, slot: int, dest: memoryview, filler: SlotFiller) -> int:
+        """Let `filler` write into the slot until it is done; the bytes in the slot then."""
         pos = 0
-        t0 = time.perf_counter()
-        try:
-            while not filler.done:
-                if pos == size:
-                    self.send(M.Piece(seq, slot, size))
-                    self.wait_ack(seq)
-                    pos = 0
-                try:
-                    with dest[pos:] as free:
-                        n = filler.fill(free)
-                    if n == 0 and pos == 0 and not filler.done:
-                        raise ValueError(f"the stage's output needs more than a slot "
-                                         f"({size} bytes) in one piece")
-                except Exception as e:
-                    index = len(self.stages) - 1
-                    self.fail(seq, index, _name(self.stages[index]), e)
-                    return
-                if n == 0 and not filler.done:   # its next piece needs an empty slot
-                    self.send(M.Piece(seq, slot, pos))
-                    self.wait_ack(seq)
-                    pos = 0
-                pos += n
-        finally:
-            dest.release()
-        if seconds:
-            seconds[-1] += time.perf_counter() - t0  # the last stage worked while we copied
-        self.send(M.Done(seq, slot, pos, summaries, seconds))
+        while not filler.done:
+            if pos == len(dest):
+                self._piece(seq, slot, pos)
+                pos = 0
+            try:
+                with dest[pos:] as free:
+                    n = filler.fill(free)
+                if n == 0 and pos == 0 and not filler.done:
+                    raise ValueError(f"the stage's output needs more than a slot "
+                                     f"({len(dest)} bytes) in one piece")
+            except Exception as e:
+                raise _PullFailed(e) from e
+            if n == 0 and not filler.done:   # its next piece needs an empty slot
+                self._piece(seq, slot, pos)
+                pos = 0
+            pos += n
+        return pos
+
+    def _piece(self, seq: int, slot: int, length: int) -> None:
+        """Hand the full slot over as a piece of chunk `seq`; back once it is taken."""
+        self.send(M.Piece(seq, slot, length))
+        self.wait_ack(seq)
 
     def wait_ack(self, seq: int) -> None:
         while True:

@@ -90,9 +90,13 @@ def run_fill(data: bytes, backend: str, slot: int = 1 << 20) -> tuple[bytes, Cor
             if pos == slot:
                 out += dest[:pos]
                 pos = 0
+        out += dest[:pos]
+        pos = 0
+        for part in filler.rest:       # the strict decoder's, past the plain blocks
+            out += part
     except CorruptInput as e:
         return bytes(out + dest[:pos]), e
-    return bytes(out + dest[:pos]), None
+    return bytes(out), None
 
 
 def run_strict(data: bytes, backend: str) -> tuple[bytes, CorruptInput | None]:

@@ -85,3 +85,4 @@ def test_descendants_are_found_through_proc_or_psutil(monkeypatch, proc_children
         child.stdin.close()
         child.wait()
         child.stdout.close()
+

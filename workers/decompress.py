@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Literal
 import msgspec
 
 from dataflow.containers import FORMATS, Decoder
+from dataflow.libdeflate import SUCCESS, address
 from dataflow.streams import ChunkInfo, SlotFiller, Transform
 
 PIECE = 4 << 20  # output per decoder call: bounded memory, few round trips
@@ -164,11 +165,8 @@ class _BgzfRun(SlotFiller):
         self.stage = stage
         self.data = data
         self.offset = offset
-        self.done = False
         self._pos = 0          # where the next block starts in `data`
         self._blocks = 0
-        self._rest: Iterator[Any] | None = None   # the strict decoder's parts, past the blocks
-        self._part = memoryview(b"")                # what is left of the part being copied
         self._parts: Iterator[Any] | None = None
 
     def __next__(self) -> Any:
@@ -177,45 +175,28 @@ class _BgzfRun(SlotFiller):
         return next(self._parts)
 
     def fill(self, dest: memoryview) -> int:
-        """Write the next output into `dest` (as much as fits, whole blocks); the byte count.
-        `done` once all is out. Raises what the strict decoder raises for a bad block."""
-        from dataflow.libdeflate import SUCCESS, address
-
+        """Inflate the next whole blocks into `dest`, as many as fit; the byte count. At the
+        end of the plain blocks it is done, and the strict decoder's output for the rest of
+        the chunk, if any, is `rest`."""
+        lib = self.stage._lib
+        inflate, crc32 = lib.inflate, lib.crc32
+        data, pos, room = self.data, self._pos, len(dest)
+        n = len(data)
+        src, dst = address(data), address(dest)
         written = 0
-        if self._rest is None:
-            lib = self.stage._lib
-            inflate, crc32 = lib.inflate, lib.crc32
-            data, pos, room = self.data, self._pos, len(dest)
-            n = len(data)
-            src, dst = address(data), address(dest)
-            while (found := _plain_block(data, pos, n)) is not None:
-                end, crc, size = found
-                if written + size > room:
-                    self._pos = pos
-                    return written            # the slot is full: the rest goes in the next
-                at = dst + written
-                if inflate(src + pos + 18, end - pos - 26, at, size) != SUCCESS or \
-                        crc32(0, at, size) != crc:
-                    break                     # the strict decoder says what is wrong
-                written += size
-                pos = end
-                self._blocks += 1
-            self._pos = pos
-            if pos == n:
-                self.done = True
-                return written
-            self._rest = self.stage._pieces(data[pos:], self.offset + pos, self._blocks)
-        while written < len(dest):
-            if not self._part:
-                try:
-                    part = next(self._rest)
-                except StopIteration:
-                    self.done = True
-                    break
-                self._part = memoryview(part).cast("B")
-                continue
-            k = min(len(self._part), len(dest) - written)
-            dest[written:written + k] = self._part[:k]
-            self._part = self._part[k:]
-            written += k
+        while (found := _plain_block(data, pos, n)) is not None:
+            end, crc, size = found
+            if written + size > room:
+                self._pos = pos
+                return written            # the slot is full: the rest goes in the next
+            at = dst + written
+            if inflate(src + pos + 18, end - pos - 26, at, size) != SUCCESS or \
+                    crc32(0, at, size) != crc:
+                break                     # the strict decoder says what is wrong
+            written += size
+            pos = end
+            self._blocks += 1
+        self.done = True
+        if pos < n:
+            self.rest = self.stage._pieces(data[pos:], self.offset + pos, self._blocks)
         return written
