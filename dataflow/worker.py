@@ -68,8 +68,20 @@ def _die_with_parent(libc: Any, parent_pid: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except AttributeError:   # no libc, or no prctl
         pass
-    if os.getppid() != parent_pid:  # the parent died before PDEATHSIG was armed
+    # the coordinator died before PDEATHSIG was armed? Under forkserver our parent is the
+    # fork server, not the coordinator: ask whether the coordinator is still there
+    if os.getppid() != parent_pid and not _alive(parent_pid):
         os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 class _Stop(Exception):

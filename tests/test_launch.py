@@ -86,3 +86,24 @@ def test_descendants_are_found_through_proc_or_psutil(monkeypatch, proc_children
         child.wait()
         child.stdout.close()
 
+
+def test_workers_start_by_forkserver_too(tmp_path):
+    """start_method='forkserver': the workers' parent is the fork server, not the coordinator
+    (they used to take that for their coordinator's death and exit 1 at once). Run in its own
+    interpreter, which the fork server then ends with."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, dataflow\n"
+        "if __name__ == '__main__':\n"
+        "    outs = []\n"
+        "    for method in ('forkserver', 'spawn'):\n"
+        "        out = sys.argv[1] + '.' + method\n"
+        "        dataflow.pipeline(dataflow.GenerateSource(size=1 << 20, seed=3),\n"
+        "                          dataflow.Grep(' 404 '), dataflow.FileSink(out), workers=2,\n"
+        "                          chunk_size='64KiB', start_method=method)\n"
+        "        outs.append(open(out, 'rb').read())\n"
+        "    assert outs[0] == outs[1] and outs[0].count(b'\\n') > 10, len(outs[0])\n"
+        "    print('ok')\n")
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
