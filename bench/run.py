@@ -2,7 +2,7 @@
 """Benchmark dataflow against the obvious alternatives, side by side, in one run.
 
     python bench/run.py [--size 512MiB] [--workers 2] [--repeat 3] [--data-dir bench/data]
-                        [--memory-limit 256MiB] [--json results.json]
+                        [--memory-limit 256MiB] [--json results.json] [--no-sync]
 
 Contenders (each reads the same generated access log from the page cache and writes a file in
 the data dir, deleted after each run):
@@ -19,6 +19,10 @@ the median wall time (time.perf_counter around the whole command, interpreter st
 included) is reported. After the timed rounds, each dataflow job runs once more while this
 script samples the PSS of its process tree every 50 ms with psutil, independently of the
 engine's own `--stats` peak_memory.
+
+dataflow's file sink fsyncs its output by default; the other contenders never do. `--no-sync`
+runs dataflow's jobs with `sink: {sync: false}` for a like-for-like comparison (the default
+runs add an informational `cat + fsync` row instead).
 
 The input is generated once with dataflow.generate.write_sample(path, size, seed=1) and reused.
 Nothing is ever loaded into memory whole, so the size can be tens of GiB.
@@ -156,13 +160,13 @@ def ensure_input(data_dir: Path, size: int) -> tuple[Path, int]:
 
 
 def write_job(path: Path, src: Path, dst: Path, stage: str, workers: int,
-              memory_limit: str) -> None:
+              memory_limit: str, sync: bool = True) -> None:
     # JSON is YAML: json.dumps quotes every string correctly (the pattern has " and spaces)
     text = "\n".join([
         f"source: {{file: {json.dumps(str(src))}, split: lines}}",
         "stages:",
         f"  - {stage}",
-        f"sink: {{file: {json.dumps(str(dst))}}}",
+        f"sink: {{file: {json.dumps(str(dst))}{'' if sync else ', sync: false'}}}",
         f"workers: {workers}",
         f"memory_limit: {json.dumps(memory_limit)}",
         "chunk_size: 4MiB",
@@ -255,7 +259,8 @@ def make_contenders(a: argparse.Namespace, inp: Path, data: Path, tmp: Path,
     for name, stage in (("passthrough", "passthrough"),
                         ("grep", "grep: " + json.dumps({"pattern": PATTERN, "invert": True}))):
         job = tmp / f"{name}.yaml"
-        write_job(job, inp, data / f"out-dataflow-{name}", stage, workers, a.memory_limit)
+        write_job(job, inp, data / f"out-dataflow-{name}", stage, workers, a.memory_limit,
+                  sync=a.sync)
         jobs[name] = job
     have_parallel = shutil.which("parallel") is not None
 
@@ -283,7 +288,7 @@ def make_contenders(a: argparse.Namespace, inp: Path, data: Path, tmp: Path,
                   missing="" if have_parallel else "GNU parallel not installed"),
         df("grep"),
     ]
-    if a.fsync_reference:
+    if a.fsync_reference and a.sync:
         # Not a target: dataflow's file sink fsyncs before renaming into place; cat does not.
         out.insert(1, Contender("cat-fsync", "passthrough", "cat + fsync (info)",
                                 ["cat", str(inp)], "cat IN > OUT && sync OUT"))
@@ -494,6 +499,8 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
     w = [max(len(r[i]) for r in rows + [head + ("",)]) for i in range(4)]
     lines = [f"input {nbytes:,} bytes ({format_size(nbytes)}), workers {a.workers}, "
              f"memory_limit {a.memory_limit}, median of {a.repeat} interleaved rounds; "
+             f"dataflow's output {'fsynced' if a.sync else 'not fsynced (--no-sync)'}, "
+             f"the others' never; "
              f"MB/s = input bytes / median s / 1e6; CPU s = user+sys of the process tree; "
              f"ratio = other's median s / dataflow's (>1: dataflow faster)",
              f"{head[0]:<{w[0]}}  {head[1]:>{w[1]}}  {head[2]:>{w[2]}}  {head[3]:>{w[3]}}  "
@@ -553,6 +560,7 @@ def build_report(a: argparse.Namespace, contenders: list[Contender], nbytes: int
                     "grep": tool_version(["grep", "--version"]),
                     "parallel": tool_version(["parallel", "--version"])},
         "input_bytes": nbytes, "workers": a.workers, "memory_limit": limit,
+        "dataflow_fsync": a.sync,
         "repeat": a.repeat,
         "contenders": {c.key: {"label": c.label, "command": c.shell, "times": c.times,
                                "median": c.median, "cpu": c.cpu,
@@ -596,6 +604,10 @@ def main() -> int:
                    help="where the input and outputs go (default bench/data)")
     p.add_argument("--memory-limit", default="256MiB", help="dataflow memory_limit (256MiB)")
     p.add_argument("--json", metavar="FILE", help="also save the results as JSON")
+    p.add_argument("--no-sync", dest="sync", action="store_false",
+                   help="dataflow's jobs write with `sink: {sync: false}`: no fsync, as cat, "
+                        "grep and the Pool script writing to a file (default: the file sink's "
+                        "default, fsync)")
     p.add_argument("--no-fsync-reference", dest="fsync_reference", action="store_false",
                    help="skip the informational `cat + fsync` row")
     a = p.parse_args()
