@@ -14,7 +14,7 @@ from .coordinator import Run, Stats
 from .chain import Chain, flatten
 from .directory import DirectorySink, run_each
 from .errors import DataflowError, JobTimeout, SinkError, UsageError
-from .launch import cpu_count
+from .launch import START_METHODS, cpu_count
 from .plan import Plan, make_plan, object_reserve
 from .sizes import parse_duration, parse_size
 from .resume import Checkpoints, job_key, unsupported
@@ -97,6 +97,11 @@ def _run(source: Any, stages: tuple[Any, ...], *, workers: int | str, memory_lim
          chunk_timeout: float | str | None = None, worker_max_chunks: int | None = None,
          cancel: Any = None, timeout: float | str | None = None, sink: Any = None,
          nested: bool = False) -> Run:
+    if start_method not in START_METHODS:
+        # fork copies the caller's threads and their held locks into every worker: one
+        # that was held by another thread at that moment stays held for ever
+        raise UsageError(f"start_method must be one of {', '.join(START_METHODS)}, got "
+                         f"{start_method!r} (fork is never used)")
     record = max_record_size if max_record_size is not None else getattr(
         source, "max_record_size", 0)
     checked = check_stages(flatten(stages))
@@ -227,12 +232,14 @@ def pipeline(source: Any, *stages_and_sink: Any, workers: int | str = "auto",
         sink.close()
         for _, stage in reports:
             stage.commit_report()
-    except BaseException:
-        for _, stage in reports:
-            stage.discard_report()
-        if checkpoints is not None:
-            checkpoints.wait()
-        sink.abort()
+    except BaseException as e:
+        # the first error is the one raised: one from the clean-up only becomes a note on it
+        for undo in [*(stage.discard_report for _, stage in reports),
+                     *([checkpoints.wait] if checkpoints is not None else []), sink.abort]:
+            try:
+                undo()
+            except Exception as later:  # noqa: BLE001 - reported on the first error
+                e.add_note(f"while cleaning up after it: {type(later).__name__}: {later}")
         raise
     finally:
         it.close()  # teardown now, even when the error was raised outside the generator

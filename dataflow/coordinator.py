@@ -51,6 +51,7 @@ from .records import RecordError, RecordFormat, bind_chain, header_position, wit
 from .plan import COORDINATOR, SCRATCH, WORKER, Plan
 from .shm import Arena
 from .sources import ChunkReader, line_number
+from .sources import where as describe
 from .streams import Transform
 from .sizes import format_size
 from . import watchdog as W
@@ -231,14 +232,23 @@ class Run:
                             f"dataflow-worker-{index}", args, self.specs)
             self.procs[index] = _Proc(p, conn)
 
-    def _stop_workers(self) -> None:
+    def _stop_workers(self, done: bool = False) -> None:
+        """Stop every worker, and what they started. `done`: every chunk is done, so no
+        worker is inside an exec command, and what they started is ended once they have
+        stopped: a worker still in its setup may be starting a process it needs (killed
+        under it, a shared-memory block's resource tracker made it leave the block behind)."""
         for i, proc in enumerate(self.retired):
             self.procs[-1 - i] = proc  # stopped already; reaped (or killed) with the rest
         self.retired.clear()
+        lingering: list[psutil.Process] = []
         for proc in self.procs.values():
-            # a worker inside an exec command reads no Stop until the command ends: end it
-            # (at a normal end there is none: every chunk is done)
-            _kill_descendants(proc.pid)
+            if done:
+                for pid in descendants(proc.pid):
+                    with contextlib.suppress(psutil.Error):
+                        lingering.append(psutil.Process(pid))
+            else:
+                # a worker inside an exec command reads no Stop until the command ends: end it
+                _kill_descendants(proc.pid)
         for proc in self.procs.values():
             try:
                 proc.conn.send_bytes(M.to_worker_encoder.encode(M.Stop()))
@@ -256,6 +266,9 @@ class Run:
                 getattr(proc.process, sig_method)()
             for proc in alive:
                 proc.process.join(grace)
+        for child in lingering:     # what outlived its worker (psutil checks it is the same)
+            with contextlib.suppress(psutil.Error):
+                child.kill()
         for proc in self.procs.values():
             proc.conn.close()
             try:
@@ -358,7 +371,10 @@ class Run:
         if hasattr(self.source, "framer"):  # a source with its own cut points (members)
             framer = self.source.framer()
         else:
-            framer = Framer(self.source.delimiter if self.source.split == "lines" else None)
+            # a user's Readable need not say how to cut it: lines, like FileSource's default
+            split = getattr(self.source, "split", "lines")
+            framer = Framer(getattr(self.source, "delimiter", b"\n") if split == "lines"
+                            else None)
         reader = ChunkReader(self.source, framer=framer, chunk_size=self.chunk_size,
                              max_record_size=plan.capacity, context=plan.context)
         point = self.resume_point
@@ -373,6 +389,7 @@ class Run:
         if self.cancel is not None:
             self.cancel.acquire()   # its descriptor stays open while we wait on it
         ahead: ReadAhead | None = None
+        all_done = False   # the scheduler said Finish: every chunk and flush is done
         try:
             if not self.nested:
                 with contextlib.suppress(psutil.Error, OSError):
@@ -459,7 +476,7 @@ class Run:
                     elif isinstance(a, S.Abort):
                         raise self._abort_error(a, sched)
                     elif isinstance(a, S.Finish):
-                        finished = True
+                        finished = all_done = True
                 if finished:
                     break
                 by_conn = {p.conn: i for i, p in self.procs.items()}
@@ -513,7 +530,7 @@ class Run:
                     ahead.close()     # the read under way writes into the arena: wait for it
                 self._sample_memory(time.monotonic() + MEMORY_SAMPLE_SECONDS)
                 sched.stop_all()
-                self._stop_workers()
+                self._stop_workers(done=all_done)
             finally:
                 try:
                     self.source.close()
@@ -549,7 +566,7 @@ class Run:
             try:
                 fmt = with_header(fmt, header)
             except RecordError as e:    # a header that is not UTF-8 (errors: strict)
-                where = self.source.where(0) if hasattr(self.source, "where") else "byte 0"
+                where = describe(self.source, 0)
                 raise SourceError(f"the header at {where}: {e.reason}", offset=0) from None
         try:
             formats = bind_chain(self.stages, fmt)
@@ -652,7 +669,7 @@ class Run:
                              worker_traceback=msg.traceback)
         else:
             offset, length = sched.chunk_range(msg.seq)
-            where = self.source.where(offset) if hasattr(self.source, "where") else offset
+            where = describe(self.source, offset)
             record = ""
             if msg.record_offset >= 0 and hasattr(self.source, "where"):
                 record = f"; the record starts at {self.source.where(msg.record_offset)}"
@@ -679,7 +696,7 @@ class Run:
                                       f"row, the last (worker {a.worker}) by {how}; check the "
                                       f"stages' setup", exitcode=a.exitcode)
         if a.length:
-            where = self.source.where(a.offset)
+            where = describe(self.source, a.offset)
             return WorkerCrashedError(
                 f"chunk {a.seq} ({where}, bytes {a.offset}-{a.offset + a.length}) failed "
                 f"{a.attempts} times, each time its worker died; the last by {how}; giving up",

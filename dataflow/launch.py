@@ -79,6 +79,9 @@ class SpawnWithoutTracker(context.SpawnProcess):
 STARTING = threading.RLock()
 
 
+START_METHODS = ("spawn", "forkserver")   # never fork (PITFALLS 12)
+
+
 def process_class(start_method: str) -> object:
     """The Process class that starts workers by `start_method`."""
     if start_method == "spawn":

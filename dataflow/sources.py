@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob as globmod
 import os
 import stat
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import RecordTooLongError, SourceError
 from .framing import CsvFramer, FixedFramer, Framer, RecordStartFramer, RecordTooLong
@@ -453,6 +453,13 @@ def line_number(source, offset: int) -> int | None:
     return lines
 
 
+def where(source: Any, offset: int) -> str:
+    """Where stream `offset` is, in the source's own words ("access.log: byte 123") when it
+    has them (a user's Readable need not), else "byte 123"."""
+    describe = getattr(source, "where", None)
+    return describe(offset) if describe is not None else f"byte {offset}"
+
+
 class ChunkReader:
     """Cuts a Readable into chunks that end on record boundaries, reading into slots.
 
@@ -484,7 +491,7 @@ class ChunkReader:
             if len(buf) >= capacity:
                 raise RecordTooLongError(
                     f"the header is longer than max_record_size ({format_size(capacity)}) at "
-                    f"{self.source.where(0)}{self._hint()}", offset=0)
+                    f"{where(self.source, 0)}{self._hint()}", offset=0)
             block = bytearray(max(1, min(4096, self.chunk_size, capacity - len(buf))))
             got = self.source.readinto(memoryview(block)) if not self.eof else 0
             if not got:
@@ -529,10 +536,10 @@ class ChunkReader:
             try:
                 cut = self.framer.cut(findable, base, n, capacity, self.eof)
             except RecordTooLong:
+                at = where(self.source, self.offset)
                 raise RecordTooLongError(
                     f"a record is longer than max_record_size ({format_size(capacity)}) at "
-                    f"{self.source.where(self.offset)}{self._hint()}",
-                    file=self.source.where(self.offset).rsplit(": byte", 1)[0],
+                    f"{at}{self._hint()}", file=at.rsplit(": byte", 1)[0] if ": " in at else "",
                     offset=self.offset) from None
             if cut:
                 break

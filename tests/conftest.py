@@ -1,10 +1,13 @@
 """Shared fixtures. Every test fails if it leaves a child process or a /dev/shm segment of ours.
+That includes processes that are no longer our descendants (their parent died and init took
+them): every process this session starts carries its mark in its environment.
 
 Tools the tests compare against (GNU grep, cmp) must exist; when CI is set a missing tool is a
 failure, not a skip.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -53,6 +56,31 @@ def _live(processes: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
+# inherited by every process the session starts, unless a test gives one an environment of its
+# own; /proc/PID/environ keeps it even when the process changes its environment later
+_MARK = f"DATAFLOW_TEST_SESSION={os.getpid()}.{os.urandom(4).hex()}"
+os.environ[_MARK.split("=", 1)[0]] = _MARK.split("=", 1)[1]
+
+
+def _orphans() -> list[psutil.Process]:
+    """Live processes this session started that are not our descendants any more: left
+    behind by a process that died (a killed coordinator's workers, a command's child)."""
+    ours = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+    mark = _MARK.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in ours:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if mark not in f.read().split(b"\0"):
+                    continue
+            found.append(psutil.Process(int(entry)))
+        except (OSError, psutil.Error):
+            continue
+    return _live(found)
+
+
 def _children() -> list[psutil.Process]:
     """Live descendants of this process, but the resource tracker."""
     return _live(psutil.Process().children(recursive=True))
@@ -65,13 +93,19 @@ def no_leaks():
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and (_children() or _segments() - before):
         time.sleep(0.05)
+    while time.monotonic() < deadline and _orphans():   # (one /proc walk when there are none)
+        time.sleep(0.05)
     kids = _children()
+    orphans = _orphans()
     leaked = _segments() - before
-    for k in kids:
-        k.kill()
+    for k in kids + orphans:
+        with contextlib.suppress(psutil.Error):
+            k.kill()
     for name in leaked:
         os.unlink(os.path.join(SHM_DIR, name))
     assert not kids, f"test left child processes: {[(k.pid, k.cmdline()) for k in kids]}"
+    assert not orphans, (f"test left processes that outlived their parent: "
+                         f"{[(k.pid, k.cmdline()) for k in orphans]}")
     assert not leaked, f"test left shared-memory segments: {sorted(leaked)}"
 
 

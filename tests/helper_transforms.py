@@ -164,6 +164,14 @@ def shout(line: bytes) -> bytes:
     return line.upper() + b"!"
 
 
+def reverse_lines(chunk: bytes) -> bytes | None:
+    """Chunk mode: the chunk's lines in reverse order within the chunk (None when empty)."""
+    lines = chunk.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines[-1] += b"\n"
+    return b"".join(reversed(lines)) or None
+
+
 def drop_odd(line: bytes, modulo: int = 2) -> bytes | None:
     return line if len(line) % modulo == 0 else None
 
@@ -413,3 +421,26 @@ class SharedMemoryUser(Transform):
         finally:
             block.close()
             block.unlink()
+
+
+class SlowSetupChild(Transform):
+    """Passes data through. In the second worker to start, setup runs a child process for
+    `seconds` and appends its exit status to `record` (the first worker's setup is instant)."""
+
+    name = "slow-setup-child"
+
+    def __init__(self, record: str, seconds: float = 0.6):
+        self.record = record
+        self.seconds = seconds
+
+    def setup(self) -> None:
+        import subprocess
+
+        try:
+            os.close(os.open(self.record + ".first", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return                                  # the first worker: ready at once
+        except FileExistsError:
+            pass
+        status = subprocess.Popen(["sleep", str(self.seconds)]).wait()
+        with open(self.record, "a") as f:
+            f.write(f"{status}\n")

@@ -201,6 +201,8 @@ def test_stats_file(tmp_path, small_log):
     assert stats["workers"] == 2
     assert stats["chunks"] >= small_log.stat().st_size // (128 * KiB)
     assert stats["results"] == {"0:grep": {"matching_lines": out.count(b"\n")}}
+    assert list(stats["stage_seconds"]) == ["0:grep"] and stats["stage_seconds"]["0:grep"] > 0
+    assert 0 < stats["wall_seconds"] < 60
     # the summary line on stderr agrees
     assert r.stderr.startswith(b"dataflow: 2.0 MiB in, ")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -55,12 +56,59 @@ def test_progress_bar_when_forced_and_summary_line(tmp_path):
     r = run_cli("run", str(job), "--progress", "on", cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     err = r.stderr.decode()
-    assert "\r" in err and "MB/s" in err and "workers" in err and "%" in err
+    # every field of a frame: done %, source bytes done / total, ETA, MB/s, output bytes,
+    # busy / all workers
+    frames = re.findall(_FRAME, err)
+    assert frames, err
+    for done, total, rate, busy in frames:
+        assert 0 <= float(done) <= 100 and total == "64.0 MiB"
+        assert float(rate) >= 0 and int(busy) <= 2
     assert "64.0 MiB in" in err.splitlines()[-2] or "64.0 MiB in" in err
     r = run_cli("run", str(job), cwd=str(tmp_path))
     err = r.stderr.decode()
     assert "\r" not in err, "no bar when stderr is not a terminal"
     assert err.startswith("dataflow: 64.0 MiB in")
+
+
+_FRAME = (r"\r *([\d.]+)% [\d.]+ (?:[KMG]i)?B/([\d.]+ (?:[KMG]i)?B) ETA \d+:\d\d:\d\d +"
+          r"([\d.]+) MB/s  out [\d.]+ (?:[KMG]i)?B  workers ([0-9])/2\x1b\[K")
+
+
+def test_progress_bar_is_on_by_itself_on_a_terminal(tmp_path):
+    """No --progress: stderr a terminal (a pty here) gets the bar, then the summary line."""
+    import pty
+    import threading
+
+    job = tmp_path / "job.yaml"
+    job.write_text("source: {generate: {size: 64MiB}}\nstages:\n  - grep: {pattern: "
+                   "'(a|b|c|d)+x'}\nsink: {null: true}\nworkers: 2\nchunk_size: 1MiB\n")
+    master, slave = pty.openpty()
+    seen = bytearray()
+
+    def drain() -> None:    # the pty's buffer is small: read while the job writes
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:     # EIO once the last writer has closed the slave
+                return
+            if not data:
+                return
+            seen.extend(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        p = subprocess.run([sys.executable, "-m", "dataflow", "run", str(job)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=slave, timeout=60,
+                           start_new_session=True)
+    finally:
+        os.close(slave)
+    reader.join(10)
+    os.close(master)
+    assert p.returncode == 0
+    err = seen.decode(errors="replace")
+    assert re.search(_FRAME, err), err
+    assert "dataflow: 64.0 MiB in" in err
 
 
 @pytest.mark.parametrize("sync", [True, False])

@@ -11,7 +11,7 @@ import pytest
 
 import dataflow
 
-from helper_transforms import SharedMemoryUser
+from helper_transforms import SharedMemoryUser, SlowSetupChild
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,6 +48,19 @@ def test_user_code_in_a_worker_can_still_use_shared_memory(tmp_path):
                       dataflow.FileSink(str(out)), workers=2, chunk_size="1KiB")
     assert out.read_bytes() == src.read_bytes()
     assert blocks() <= before
+
+
+def test_a_worker_still_in_setup_at_the_end_keeps_its_child_until_it_stops(tmp_path):
+    """The job ends (one worker did every chunk) while the other worker's setup waits for a
+    child process: the child is not killed under it (it once was: a resource tracker, and the
+    shared-memory block being set up was left behind); it is ended only if it outlives its
+    worker."""
+    record = tmp_path / "status"
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"line\n" * 100)
+    dataflow.pipeline(dataflow.FileSource(str(src)), SlowSetupChild(str(record)),
+                      dataflow.FileSink(str(tmp_path / "out")), workers=2, chunk_size="1KiB")
+    assert record.read_text() == "0\n"
 
 
 def dead(pid: int) -> bool:

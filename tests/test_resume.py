@@ -81,7 +81,8 @@ def test_resume_after_sigkill_at_random_points_is_byte_identical(tmp_path, parts
             while not (d / f".{out}.dataflow-resume").exists() and proc.poll() is None:
                 assert time.monotonic() < deadline, "no checkpoint was made"
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.3) * duration)
+            # (soon after it: a checkpoint can first appear late in a run on a loaded machine)
+            time.sleep(rng.uniform(0.0, 0.1) * duration)
         else:
             time.sleep(rng.uniform(0.55, 0.95) * duration)
         if proc.poll() is None:         # it may have ended before its first checkpoint
