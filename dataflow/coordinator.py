@@ -78,12 +78,20 @@ def _kill_descendants(pid: int) -> None:
     """SIGKILL what a worker started (an external command and its children): they run in
     their own session, so no signal to the worker reaches them, and once the worker is gone
     they are no longer its descendants."""
+    for child in _descendant_processes(pid):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def _descendant_processes(pid: int) -> list[psutil.Process]:
+    """`pid`'s descendants as psutil Processes: a kill through one checks that the pid is
+    still the same process (a descendant that exits and whose pid is taken between the /proc
+    walk and here, microseconds, is a window psutil's own children() has as well)."""
+    found = []
     for child in descendants(pid):
         with contextlib.suppress(psutil.Error):
-            # psutil checks, between its start and the kill, that the pid is still the same
-            # process; a descendant that exits and whose pid is taken between the /proc walk
-            # and here (microseconds) is a window psutil's own children() has as well
-            psutil.Process(child).kill()
+            found.append(psutil.Process(child))
+    return found
 
 
 # Linux lists a task's children in /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)
@@ -243,9 +251,7 @@ class Run:
         lingering: list[psutil.Process] = []
         for proc in self.procs.values():
             if done:
-                for pid in descendants(proc.pid):
-                    with contextlib.suppress(psutil.Error):
-                        lingering.append(psutil.Process(pid))
+                lingering += _descendant_processes(proc.pid)
             else:
                 # a worker inside an exec command reads no Stop until the command ends: end it
                 _kill_descendants(proc.pid)
@@ -266,7 +272,7 @@ class Run:
                 getattr(proc.process, sig_method)()
             for proc in alive:
                 proc.process.join(grace)
-        for child in lingering:     # what outlived its worker (psutil checks it is the same)
+        for child in lingering:     # what outlived its worker
             with contextlib.suppress(psutil.Error):
                 child.kill()
         for proc in self.procs.values():
@@ -671,8 +677,8 @@ class Run:
             offset, length = sched.chunk_range(msg.seq)
             where = describe(self.source, offset)
             record = ""
-            if msg.record_offset >= 0 and hasattr(self.source, "where"):
-                record = f"; the record starts at {self.source.where(msg.record_offset)}"
+            if msg.record_offset >= 0:
+                record = f"; the record starts at {describe(self.source, msg.record_offset)}"
                 line = line_number(self.source, msg.record_offset)
                 if line is not None:
                     record += f" (line {line})"

@@ -539,7 +539,7 @@ class ChunkReader:
                 at = where(self.source, self.offset)
                 raise RecordTooLongError(
                     f"a record is longer than max_record_size ({format_size(capacity)}) at "
-                    f"{at}{self._hint()}", file=at.rsplit(": byte", 1)[0] if ": " in at else "",
+                    f"{at}{self._hint()}", file=at.rsplit(": byte", 1)[0] if ": byte" in at else "",
                     offset=self.offset) from None
             if cut:
                 break

@@ -58,8 +58,8 @@ def _live(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 # inherited by every process the session starts, unless a test gives one an environment of its
 # own; /proc/PID/environ keeps it even when the process changes its environment later
-_MARK = f"DATAFLOW_TEST_SESSION={os.getpid()}.{os.urandom(4).hex()}"
-os.environ[_MARK.split("=", 1)[0]] = _MARK.split("=", 1)[1]
+os.environ["DATAFLOW_TEST_SESSION"] = f"{os.getpid()}.{os.urandom(4).hex()}"
+_MARK = f"DATAFLOW_TEST_SESSION={os.environ['DATAFLOW_TEST_SESSION']}"
 
 
 def _orphans() -> list[psutil.Process]:
